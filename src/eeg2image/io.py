@@ -1,0 +1,309 @@
+"""Safe reading and atomic writing of files, and the manifests that say what made them.
+
+Everything a user downloaded goes through :func:`load_pickled` (a restricted unpickler that builds only
+numpy arrays and plain containers); everything we write goes through an atomic path that is renamed
+into place only once complete, so a killed run never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DataFormatError",
+    "Eeg2ImageError",
+    "MissingDataError",
+    "UnsafePickleError",
+    "atomic_dir",
+    "atomic_path",
+    "file_sha256",
+    "load_pickled",
+    "package_versions",
+    "read_json",
+    "write_json",
+    "write_manifest",
+]
+
+
+class Eeg2ImageError(Exception):
+    """Base class of the errors we raise on purpose: the CLI prints their message, not a traceback."""
+
+
+class DataFormatError(Eeg2ImageError, ValueError):
+    """A file exists but does not hold what it should (wrong key, shape, dtype, NaN, truncated...)."""
+
+
+class UnsafePickleError(DataFormatError):
+    """A pickle asked for something other than numpy arrays and plain containers."""
+
+
+class MissingDataError(Eeg2ImageError, FileNotFoundError):
+    """A file or folder the step needs is not there."""
+
+
+class _TensorStorageFound(UnsafePickleError):
+    """A torch.save pickle refers to tensor storages (persistent ids): torch.load must read it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Restricted unpickling
+# --------------------------------------------------------------------------------------------------
+
+# (module, name) pairs a THINGS-EEG2 pickle legitimately needs: numpy array reconstruction and dtypes.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+    # pickle protocol 2 stores bytes as _codecs.encode(str, "latin1") (torch.save's default protocol)
+    ("_codecs", "encode"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, source: Path):
+        super().__init__(file)
+        self._source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        # numpy dtype classes (numpy >= 1.25 may pickle dtypes through numpy.dtypes.*DType)
+        if module == "numpy.dtypes" and name.endswith("DType"):
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"{self._source}: refused to load: the pickle asks for '{module}.{name}', which could run "
+            "code. Only numpy arrays and plain containers (dict, list, str, numbers) are accepted. "
+            "If you trust this file, convert it yourself to plain arrays first."
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _TensorStorageFound(f"{self._source}: the pickle refers to stored tensors ({pid!r}).")
+
+
+def _restricted_load(stream: Any, source: Path) -> Any:
+    try:
+        return _RestrictedUnpickler(stream, source).load()
+    except UnsafePickleError:
+        raise
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DataFormatError(
+            f"{source}: the file is truncated or corrupt ({type(exc).__name__}: {exc}). "
+            "Download it again; the expected size is in the dataset documentation."
+        ) from exc
+
+
+def load_pickled(path: str | Path) -> Any:
+    """Load a file THINGS-EEG2 users have: an ``np.save``'d object (0-d object array) or a raw pickle.
+
+    Never executes code from the file: only numpy arrays and plain containers can be built. A 0-d
+    object array is unwrapped (``.item()``), so both the official files (``np.save(dict)``) and the
+    NICE/ATM files (``pickle.dump(dict)`` under a ``.npy`` name) return the dict.
+    A plain numeric ``.npy`` (no pickle inside) is returned memory-mapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"{path}: no such file.")
+    with open(path, "rb") as f:
+        head = f.read(6)
+        f.seek(0)
+        if head == b"\x93NUMPY":
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    _, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    _, _, dtype = np.lib.format.read_array_header_2_0(f)
+            except ValueError as exc:
+                raise DataFormatError(f"{path}: corrupt .npy header ({exc}).") from exc
+            if not dtype.hasobject:
+                f.close()
+                return _open_plain_npy(path)
+            obj = _restricted_load(f, path)
+            if not isinstance(obj, np.ndarray):
+                raise DataFormatError(f"{path}: the .npy payload is a {type(obj).__name__}, not an array.")
+            return obj.item() if obj.shape == () else obj
+        if head[:1] == b"\x80":
+            obj = _restricted_load(f, path)
+            if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.shape == ():
+                return obj.item()
+            return obj
+    if not head:
+        raise DataFormatError(f"{path}: the file is empty.")
+    raise DataFormatError(
+        f"{path}: not a .npy file or a pickle (first bytes {head!r}); expected the THINGS-EEG2 format."
+    )
+
+
+def _open_plain_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:  # numpy raises ValueError for truncated data
+        raise DataFormatError(f"{path}: truncated or corrupt .npy file ({exc}).") from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------------
+
+
+def _tmp_sibling(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success it is renamed to ``final`` in one step.
+
+    On any exception the temporary file is removed and ``final`` is left as it was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(final)
+    try:
+        yield tmp
+        if tmp.exists():
+            _fsync_file(tmp)
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``final``; on success it replaces ``final`` whole."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = _tmp_sibling(final.with_name(final.name + ".old"))
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"{path}: no such file.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc}).") from exc
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple | set):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Hashes and manifests
+# --------------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 23) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def json_sha256(obj: Any) -> str:
+    """Stable hash of a JSON-able object (a config, a list of inputs)."""
+    text = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_VERSIONED = ("numpy", "scipy", "mne", "scikit-learn", "torch", "open_clip_torch", "pillow")
+
+
+def package_versions(names: tuple[str, ...] = _VERSIONED) -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("eeg2image", *names):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_manifest(
+    folder: str | Path,
+    *,
+    stage: str,
+    config: Any,
+    inputs: dict[str, Any],
+    outputs: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``manifest.json``: what produced the folder, from which inputs and with which config."""
+    manifest = {
+        "stage": stage,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config,
+        "config_sha256": json_sha256(config),
+        "inputs": inputs,
+        "inputs_sha256": json_sha256(inputs),
+        "outputs": outputs,
+        "versions": package_versions(),
+        "command": " ".join(sys.argv),
+    }
+    if extra:
+        manifest.update(extra)
+    write_json(Path(folder) / "manifest.json", manifest)
+    return manifest

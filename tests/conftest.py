@@ -1,0 +1,43 @@
+"""Shared fixtures: one tiny simulated THINGS-EEG2 (written once per test session) and its preprocessing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from eeg2image.data.preprocess import PreprocessConfig, preprocess_subject, preset_config
+from eeg2image.data.simulate import simulate_dataset, simulation_config
+
+
+@pytest.fixture(scope="session")
+def tiny_sim_config():
+    return simulation_config("tiny", seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, tiny_sim_config) -> Path:
+    """A tiny simulated dataset with every layout: raw, official, NICE pickle and UBP .pt files."""
+    root = tmp_path_factory.mktemp("things") / "dataset"
+    simulate_dataset(root, tiny_sim_config, formats=("nice", "ubp"), progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_nice(tiny_dataset, tmp_path_factory) -> Path:
+    return preprocess_subject(tiny_dataset, tmp_path_factory.mktemp("pre"), 1, PreprocessConfig(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_unwhitened(tiny_dataset, tmp_path_factory) -> Path:
+    cfg = preset_config("nice", mvnn="none", shuffle_repetitions=False)
+    return preprocess_subject(tiny_dataset, tmp_path_factory.mktemp("pre_raw"), 1, cfg, progress=False)
+
+
+@pytest.fixture()
+def dataset_copy(tiny_dataset, tmp_path) -> Path:
+    """A private copy to damage."""
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, dst)
+    return dst
