@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint clean
 
 setup: $(STAMP)
 
@@ -19,15 +19,12 @@ demo: $(STAMP)
 	$(BIN)/eeg2image demo --workdir $(DEMO_DIR)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
-
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache
