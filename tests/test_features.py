@@ -1,0 +1,199 @@
+"""Views, encoders and the embedding store (tiny models, simulated images, scikit-image's photographs)."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from eeg2image.features.encoders import IPAdapterImageEncoder, build_image_encoder, build_text_encoder
+from eeg2image.features.store import EmbeddingStore
+from eeg2image.features.views import (
+    BLUR12,
+    CannyEdges,
+    FoveatedBlur,
+    GaussianBlur,
+    colourise_depth,
+    opencv_sigma,
+    parse_views,
+)
+from eeg2image.features.weights import MissingWeightsError
+from eeg2image.io import DataFormatError
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    from skimage import data
+
+    return [np.ascontiguousarray(f()) for f in (data.astronaut, data.coffee, data.chelsea, data.rocket)]
+
+
+def _sigma_rule_kernel(k: int) -> np.ndarray:
+    sigma = opencv_sigma(k)
+    x = np.arange(k) - (k - 1) / 2
+    g = np.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+@pytest.mark.parametrize("k", [3, 9, 21, 63])
+def test_blur_views_use_opencvs_kernels(photos, k):
+    import cv2
+
+    view = GaussianBlur(kernel=k)
+    src = view.__class__(kernel=1)(photos[0])  # the 224 px image every view starts from
+    assert src.shape == (224, 224, 3)
+    np.testing.assert_array_equal(GaussianBlur(kernel=1)(photos[0]), src)  # k=1 is the identity
+    kern = cv2.getGaussianKernel(k, 0).ravel()
+    if k > 9:  # beyond OpenCV's fixed small-kernel tables, the Gaussian with sigma 0.3*((k-1)/2 - 1) + 0.8
+        np.testing.assert_allclose(kern, _sigma_rule_kernel(k), atol=1e-9)
+    ours = view(photos[0]).astype(float)
+    # separable filtering with OpenCV's kernel, reflect-101 borders, reproduces the view to uint8 rounding
+    pad = k // 2
+    x = np.pad(src.astype(float), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    x = np.apply_along_axis(lambda v: np.convolve(v, kern, mode="valid"), 0, x)
+    x = np.apply_along_axis(lambda v: np.convolve(v, kern, mode="valid"), 1, x)
+    assert np.abs(ours - x).max() <= 1.5 and np.abs(ours - x).mean() < 0.5  # OpenCV blurs uint8 in fixed point
+    assert tuple(BLUR12) == (1, 3, 9, 15, 21, 27, 33, 39, 45, 51, 57, 63)
+
+
+def test_foveated_blur_and_edges(photos):
+    fov = FoveatedBlur(kernel=51)
+    m = fov.mask(224)
+    assert m.max() == pytest.approx(0.5, abs=0.01) and m[0, 0] == pytest.approx(0.5 * np.exp(-3), rel=1e-6)
+    out, src = fov(photos[1]).astype(float), GaussianBlur(kernel=1)(photos[1]).astype(float)
+    blurred = GaussianBlur(kernel=51)(photos[1]).astype(float)
+    # the centre is halfway between sharp and blurred; a corner is almost fully blurred
+    np.testing.assert_allclose(out[112, 112], 0.5 * src[112, 112] + 0.5 * blurred[112, 112], atol=1.5)
+    assert np.abs(out[0, 0] - blurred[0, 0]).max() <= 0.05 * 255
+    edges = CannyEdges()(photos[0])
+    assert edges.shape == (224, 224, 3) and set(np.unique(edges)) <= {0, 255} and 0.01 < (edges > 0).mean() < 0.3
+    depth = colourise_depth(np.linspace(0, 1, 64 * 64).reshape(64, 64), (224, 224))
+    assert depth.shape == (224, 224, 3) and depth.dtype == np.uint8
+
+
+def test_view_specs_parse_and_reject():
+    assert [v.name for v in parse_views("blur8")][:3] == ["blur-k01", "blur-k03", "blur-k15"]
+    assert [v.name for v in parse_views("fovea:kernel=45,edges")] == ["fovea-k45-g3", "edges-100-200"]
+    assert GaussianBlur(kernel=9).recipe() != GaussianBlur(kernel=15).recipe()
+    with pytest.raises(DataFormatError, match="unknown view 'sharpen'"):
+        parse_views("sharpen")
+    with pytest.raises(DataFormatError, match="odd"):
+        parse_views("blur:k=4")
+
+
+TINY_VISION = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                   image_size=32, patch_size=8, projection_dim=16)  # fmt: skip
+
+
+def test_ip_adapter_embeddings_equal_diffusers_prepare_ip_adapter_image_embeds(tmp_path, photos):
+    from diffusers import StableDiffusionXLPipeline
+    from diffusers.models.embeddings import ImageProjection
+    from PIL import Image
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_VISION)).eval()
+    folder = tmp_path / "IP-Adapter" / "models" / "image_encoder"
+    model.save_pretrained(folder)
+    ours = build_image_encoder(f"ipadapter:{tmp_path / 'IP-Adapter'}", device="cpu")
+    assert isinstance(ours, IPAdapterImageEncoder) and ours.dim == 16
+
+    class PipelineParts:  # the attributes diffusers' two methods read, with diffusers' own methods
+        encode_image = StableDiffusionXLPipeline.encode_image
+        prepare_ip_adapter_image_embeds = StableDiffusionXLPipeline.prepare_ip_adapter_image_embeds
+
+    pipe = PipelineParts()
+    pipe.image_encoder = model
+    pipe.feature_extractor = CLIPImageProcessor(size=32, crop_size=32)  # what load_ip_adapter registers
+    proj = ImageProjection(image_embed_dim=16, cross_attention_dim=8, num_image_text_embeds=4)
+    pipe.unet = types.SimpleNamespace(encoder_hid_proj=types.SimpleNamespace(image_projection_layers=[proj]))
+    views = [GaussianBlur(kernel=1)(p) for p in photos[:3]]
+    got = ours.encode(views)
+    for k, v in enumerate(views):
+        ref = pipe.prepare_ip_adapter_image_embeds([Image.fromarray(v)], None, "cpu", 1, False)[0]
+        assert ref.shape == (1, 1, 16)
+        np.testing.assert_allclose(got[k], ref[0, 0].detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert np.linalg.norm(got, axis=1).std() > 0  # un-normalised, as diffusers feeds them
+
+
+def test_missing_weights_name_the_file_and_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingWeightsError, match=r"RN50/openai.*timm/resnet50_clip.openai.*hf download"):
+        build_image_encoder("openclip:RN50/openai", device="cpu")
+    with pytest.raises(MissingWeightsError, match=r"h94/IP-Adapter.*models/image_encoder/config.json"):
+        build_image_encoder("ipadapter:h94/IP-Adapter", device="cpu")
+    with pytest.raises(DataFormatError, match="unknown image encoder 'clip-xl'"):
+        build_image_encoder("clip-xl", device="cpu")
+
+
+TINY_CLIP = {"embed_dim": 24, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+             "patch_size": 8}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+             "layers": 1}}  # fmt: skip
+
+
+def test_tiny_openclip_encoder_is_deterministic(tmp_path, photos):
+    import json
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    enc = build_image_encoder(f"openclip-config:{cfg}", device="cpu")
+    views = [GaussianBlur(kernel=1)(p) for p in photos]
+    a, b = enc.encode(views), build_image_encoder(f"openclip-config:{cfg}", device="cpu").encode(views)
+    assert a.shape == (4, 24) and np.array_equal(a, b)
+    assert not np.allclose(a[0], a[1])
+
+
+def test_minilm_text_encoder_runs_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    enc = build_text_encoder("minilm", device="cpu")
+    e = enc.encode(["This picture is a dog", "This picture is a puppy", "This picture is an airplane"])
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    assert e.shape == (3, 384) and e[0] @ e[1] > e[0] @ e[2] + 0.2
+
+
+def test_store_caches_invalidates_and_resumes(tmp_path):
+    store = EmbeddingStore(tmp_path)
+    paths = [f"test_images/{i:05d}_c/c_{i}.jpg" for i in range(10)]
+    calls: list[list[int]] = []
+
+    def embed(idx, scale=1.0):
+        calls.append(list(idx))
+        return np.array([[i * scale, 1.0, -i] for i in idx])
+
+    ident = {"encoder": "e", "view": {"kind": "blur", "kernel": 3}, "images": "h"}
+    assert store.compute("test", "blur-k03", "e", ident, paths, embed, batch_size=4) == "computed"
+    assert store.compute("test", "blur-k03", "e", ident, paths, embed, batch_size=4) == "cached"
+    assert len(calls) == 3
+    table = store.load("test", "blur-k03", "e", ident)
+    np.testing.assert_array_equal(table.row(7), [6.0, 1.0, -6.0])  # stim id 7 = row 6
+    np.testing.assert_array_equal(table.by_path(paths[2]), [2.0, 1.0, -2.0])
+
+    # any change of the recipe invalidates: recomputed, never mixed with the old rows
+    changed = {**ident, "view": {"kind": "blur", "kernel": 5}}
+    assert store.status("test", "blur-k03", "e", changed) == "stale"
+    calls.clear()
+    assert store.compute("test", "blur-k03", "e", changed, paths, lambda i: embed(i, 2.0), 4) == "recomputed"
+    assert len(calls) == 3 and store.load("test", "blur-k03", "e").row(2)[0] == 2.0
+
+    # an interrupted run resumes without redoing finished batches
+    def dies_after_first(idx):
+        if idx[0] >= 4:
+            raise KeyboardInterrupt
+        return embed(idx, 3.0)
+
+    third = {**ident, "view": {"kind": "blur", "kernel": 7}}
+    with pytest.raises(KeyboardInterrupt):
+        store.compute("test", "blur-k03", "e", third, paths, dies_after_first, 4)
+    calls.clear()
+    assert store.compute("test", "blur-k03", "e", third, paths, lambda i: embed(i, 3.0), 4) == "resumed"
+    assert [c[0] for c in calls] == [4, 8]
+    np.testing.assert_array_equal(store.load("test", "blur-k03", "e", third).embeddings[:, 0], np.arange(10) * 3.0)
+
+    # a truncated table is detected and recomputed
+    data, _, _ = store.paths("test", "blur-k03", "e")
+    data.write_bytes(data.read_bytes()[:40])
+    assert store.status("test", "blur-k03", "e", third) == "corrupt"
+    with pytest.raises(DataFormatError, match="unreadable embedding file"):
+        store.load("test", "blur-k03", "e")
