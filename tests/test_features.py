@@ -197,3 +197,32 @@ def test_store_caches_invalidates_and_resumes(tmp_path):
     assert store.status("test", "blur-k03", "e", third) == "corrupt"
     with pytest.raises(DataFormatError, match="unreadable embedding file"):
         store.load("test", "blur-k03", "e")
+
+
+def test_embed_images_and_texts_end_to_end(tiny_dataset, tmp_path):
+    import json
+
+    from eeg2image.data.things_eeg2 import ImageSet, load_image
+    from eeg2image.features.embed import embed_images, embed_texts
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    enc = build_image_encoder(f"openclip-config:{cfg}", device="cpu")
+    views = parse_views("blur:k=15,edges")
+    res = embed_images(tiny_dataset, tmp_path / "store", views, enc, batch_size=5, workers=2, progress=False)
+    assert {r.status for r in res} == {"computed"} and len(res) == 4
+    again = embed_images(tiny_dataset, tmp_path / "store", views, enc, batch_size=5, progress=False)
+    assert {r.status for r in again} == {"cached"}
+    store = EmbeddingStore(tmp_path / "store")
+    table = store.load("test", "blur-k15", enc.name)
+    images = ImageSet.discover(tiny_dataset)
+    f = images.files("test")[3]  # stim id 4
+    expected = enc.encode([views[0](np.asarray(load_image(f)))])[0]
+    np.testing.assert_allclose(table.row(4), expected, rtol=1e-5, atol=1e-6)
+    assert table.rel_paths[3] == f"test_images/{f.parent.name}/{f.name}"
+
+    text_res = embed_texts(tiny_dataset, tmp_path / "store", build_text_encoder("minilm", device="cpu"), progress=False)
+    assert [r.view for r in text_res] == ["text-template", "text-template"]
+    texts = store.load("training", "text-template", "minilm")
+    per = len(images.files("training")) // len(set(images.concepts("training")))
+    np.testing.assert_allclose(texts.embeddings[0], texts.embeddings[per - 1], atol=1e-5)  # same concept, same text

@@ -84,6 +84,50 @@ def preprocess(
 
 
 @app.command()
+def embed(
+    root: Annotated[Path, typer.Argument(help="Dataset root (holding the image set).")],
+    store: Annotated[Path, typer.Argument(help="Embedding store folder.")],
+    encoder: Annotated[
+        str, typer.Option(help="Image encoder: evnet | openclip:RN50/openai | ipadapter:h94/IP-Adapter")
+    ] = "evnet",
+    views: Annotated[
+        str, typer.Option(help="Views: original, blur12, blur8, fovea, edges, depth, blur:k=9, ...")
+    ] = "original",
+    text_encoder: Annotated[
+        str | None, typer.Option(help="Also embed texts: minilm | openclip:ViT-H-14/laion2b_s32b_b79k")
+    ] = None,
+    template: Annotated[str, typer.Option(help="Text template on the concept name.")] = "This picture is {concept}",
+    captions: Annotated[
+        Path | None, typer.Option(help="JSON {image path or concept: caption} instead of the template.")
+    ] = None,
+    weights: Annotated[str | None, typer.Option(help="Local weights file/folder for the image encoder.")] = None,
+    partitions: Annotated[str, typer.Option(help="training,test")] = "training,test",
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch (default: the encoder's).")] = None,
+    workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
+) -> None:
+    """Embed the stimulus images (each view x encoder) and texts once into a cached, resumable store."""
+    import json
+
+    from .features.embed import embed_images, embed_texts
+    from .features.encoders import build_image_encoder, build_text_encoder
+    from .features.views import parse_views
+
+    parts = tuple(p for p in partitions.split(",") if p)
+    results = []
+    if views:
+        enc = build_image_encoder(encoder, weights=weights, device=device)
+        results += embed_images(root, store, parse_views(views), enc, partitions=parts, batch_size=batch_size,
+                                workers=workers)  # fmt: skip
+    if text_encoder:
+        caps = json.loads(captions.read_text()) if captions else None
+        tenc = build_text_encoder(text_encoder, device=device)
+        results += embed_texts(root, store, tenc, template=template, captions=caps, partitions=parts)
+    for r in results:
+        typer.echo(f"{r.partition:<9} {r.view:<26} {r.encoder:<36} {r.status:<10} {r.n_images} images")
+
+
+@app.command()
 def info(
     root: Annotated[Path, typer.Argument(help="Dataset root or eeg2image output folder.")],
     deep: Annotated[bool, typer.Option(help="Open every EEG file (slow on real data).")] = False,

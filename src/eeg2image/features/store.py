@@ -116,6 +116,11 @@ class EmbeddingStore:
             )
         return EmbeddingTable(embeddings=arr, rel_paths=list(man["images"]), manifest=man)
 
+    def writer(
+        self, partition: str, view: str, encoder: str, identity: dict, rel_paths: Sequence[str], batch_size: int
+    ) -> TableWriter:
+        return TableWriter(self, partition, view, encoder, identity, list(rel_paths), batch_size)
+
     def compute(
         self,
         partition: str,
@@ -127,67 +132,100 @@ class EmbeddingStore:
         batch_size: int,
         progress: Callable[[int], None] | None = None,
     ) -> str:
-        """Make (or reuse) the table; ``batches(indices)`` returns embeddings (len(indices), dim).
+        """Make (or reuse) one table; ``batches(indices)`` returns embeddings (len(indices), dim).
 
-        Returns what happened: ``cached``, ``computed`` or ``resumed``.
+        Returns what happened: ``cached``, ``computed``, ``recomputed`` (was stale/corrupt) or ``resumed``.
         """
-        state = self.status(partition, view, encoder, identity)
-        if state == "valid":
+        w = self.writer(partition, view, encoder, identity, rel_paths, batch_size)
+        if w.state == "valid":
             return "cached"
-        data, meta, partial = self.paths(partition, view, encoder)
-        key = self.key(identity)
-        part_meta = partial / "key.json"
-        resumed = False
-        if partial.is_dir():
-            if part_meta.is_file() and read_json(part_meta).get("key") == key:
-                resumed = any(partial.glob("*.npy"))
-            else:
-                shutil.rmtree(partial)  # batches of another recipe: never mixed in
-        partial.mkdir(parents=True, exist_ok=True)
-        write_json(part_meta, {"key": key})
-        n = len(rel_paths)
-        for start in range(0, n, batch_size):
-            chunk = partial / f"{start:09d}.npy"
-            idx = list(range(start, min(n, start + batch_size)))
-            if chunk.is_file():
-                try:
-                    if np.load(chunk, mmap_mode="r").shape[0] == len(idx):
-                        if progress:
-                            progress(len(idx))
-                        continue
-                except ValueError:
-                    pass
-            emb = np.asarray(batches(idx), dtype=np.float32)
-            if emb.ndim != 2 or emb.shape[0] != len(idx):
-                raise DataFormatError(f"encoder returned shape {emb.shape} for a batch of {len(idx)} images")
-            if not np.isfinite(emb).all():
-                raise DataFormatError(f"encoder {encoder!r} produced NaN/Inf for images {idx[0]}..{idx[-1]}")
-            with atomic_path(chunk) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, emb)
+        for start, idx in w.batches():
+            if not w.has(start):
+                w.write(start, batches(idx))
             if progress:
                 progress(len(idx))
-        parts = [np.load(partial / f"{s:09d}.npy") for s in range(0, n, batch_size)]
-        table = np.concatenate(parts, axis=0)
+        return w.finish()
+
+
+class TableWriter:
+    """Writes one table batch by batch (each batch a file, atomically), then assembles it.
+
+    Batches left by an interrupted run under the same key are reused; batches under another key are
+    deleted first, so rows of two recipes are never mixed.
+    """
+
+    def __init__(self, store: EmbeddingStore, partition: str, view: str, encoder: str, identity: dict,
+                 rel_paths: list[str], batch_size: int):  # fmt: skip
+        self.store, self.partition, self.view, self.encoder = store, partition, view, encoder
+        self.identity, self.rel_paths, self.batch_size = identity, rel_paths, batch_size
+        self.state = store.status(partition, view, encoder, identity)
+        self.data, self.meta, self.partial = store.paths(partition, view, encoder)
+        self.key = store.key(identity)
+        self.resumed = False
+        if self.state == "valid":
+            return
+        part_meta = self.partial / "key.json"
+        if self.partial.is_dir():
+            if part_meta.is_file() and read_json(part_meta).get("key") == self.key:
+                self.resumed = any(self.partial.glob("*.npy"))
+            else:
+                shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        write_json(part_meta, {"key": self.key})
+
+    def batches(self):
+        n = len(self.rel_paths)
+        for start in range(0, n, self.batch_size):
+            yield start, list(range(start, min(n, start + self.batch_size)))
+
+    def _chunk(self, start: int) -> Path:
+        return self.partial / f"{start:09d}.npy"
+
+    def has(self, start: int) -> bool:
+        chunk = self._chunk(start)
+        if not chunk.is_file():
+            return False
+        want = min(self.batch_size, len(self.rel_paths) - start)
+        try:
+            return np.load(chunk, mmap_mode="r").shape[0] == want
+        except ValueError:
+            return False
+
+    def write(self, start: int, emb: np.ndarray) -> None:
+        emb = np.asarray(emb, dtype=np.float32)
+        want = min(self.batch_size, len(self.rel_paths) - start)
+        if emb.ndim != 2 or emb.shape[0] != want:
+            raise DataFormatError(f"encoder returned shape {emb.shape} for a batch of {want} images")
+        if not np.isfinite(emb).all():
+            raise DataFormatError(f"encoder {self.encoder!r} produced NaN/Inf for images {start}..{start + want - 1}")
+        with atomic_path(self._chunk(start)) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, emb)
+
+    def finish(self) -> str:
         from safetensors.numpy import save_file
 
-        with atomic_path(data) as tmp:
+        parts = [np.load(self._chunk(s)) for s, _ in self.batches()]
+        table = np.concatenate(parts, axis=0)
+        with atomic_path(self.data) as tmp:
             save_file({EMBEDDING_KEY: np.ascontiguousarray(table)}, str(tmp))
         write_json(
-            meta,
+            self.meta,
             {
-                "key": key,
-                "identity": identity,
-                "partition": partition,
-                "view": view,
-                "encoder": encoder,
+                "key": self.key,
+                "identity": self.identity,
+                "partition": self.partition,
+                "view": self.view,
+                "encoder": self.encoder,
                 "n_images": int(table.shape[0]),
                 "dim": int(table.shape[1]),
                 "dtype": "float32",
                 "normalized": False,
-                "images": list(rel_paths),
+                "images": list(self.rel_paths),
                 "versions": package_versions(),
             },
         )
-        shutil.rmtree(partial, ignore_errors=True)
-        return "resumed" if resumed else ("recomputed" if state in ("stale", "corrupt") else "computed")
+        shutil.rmtree(self.partial, ignore_errors=True)
+        if self.resumed:
+            return "resumed"
+        return "recomputed" if self.state in ("stale", "corrupt") else "computed"

@@ -1,0 +1,155 @@
+"""``eeg2image embed``: every (view, encoder) embedding of an image set, computed once, into the store.
+
+Images are decoded once per batch (in worker processes when ``workers > 0``), every pending view is
+applied to them there, and each view's batch is encoded and written; finished batches survive a kill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.things_eeg2 import PARTITIONS, ImageSet, Partition, load_image
+from ..io import DataFormatError, json_sha256
+from .encoders import ImageEncoder, TextEncoder
+from .store import EmbeddingStore, image_list_hash
+from .views import View
+
+DEFAULT_TEMPLATE = "This picture is {concept}"
+
+
+@dataclass
+class EmbedResult:
+    partition: str
+    view: str
+    encoder: str
+    status: str  # cached | computed | recomputed | resumed
+    n_images: int
+    dim: int
+
+
+class _ViewBatches:
+    """Map-style dataset over images: item ``i`` -> {view name: uint8 array} (decoded once, all views)."""
+
+    def __init__(self, files: Sequence[Path], views: Sequence[View]):
+        self.files, self.views = list(files), list(views)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        img = np.asarray(load_image(self.files[i]))
+        return {v.name: v(img) for v in self.views}
+
+
+def _collate(items):
+    return items
+
+
+def image_set_identity(images: ImageSet, partition: Partition) -> tuple[list[str], str]:
+    rel = images.relative_paths(partition)
+    sizes = [f.stat().st_size for f in images.files(partition)]
+    return rel, image_list_hash(rel, sizes)
+
+
+def embed_images(
+    dataset_root: str | Path,
+    store_root: str | Path,
+    views: Sequence[View],
+    encoder: ImageEncoder,
+    *,
+    partitions: Sequence[Partition] = PARTITIONS,
+    batch_size: int | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> list[EmbedResult]:
+    import torch
+
+    images = ImageSet.discover(dataset_root)
+    store = EmbeddingStore(store_root)
+    bs = batch_size or encoder.batch_size
+    results: list[EmbedResult] = []
+    for p in partitions:
+        rel, ihash = image_set_identity(images, p)
+        writers = {}
+        for v in views:
+            ident = {"encoder": encoder.identity(), "view": v.recipe(), "images": ihash, "dtype": "float32"}
+            writers[v.name] = store.writer(p, v.name, encoder.name, ident, rel, bs)
+        pending = [v for v in views if writers[v.name].state != "valid"]
+        for v in views:
+            if writers[v.name].state == "valid":
+                results.append(EmbedResult(p, v.name, encoder.name, "cached", len(rel), -1))
+        if not pending:
+            continue
+        first = next(iter(writers.values()))
+        todo = [(s, idx) for s, idx in first.batches() if any(not writers[v.name].has(s) for v in pending)]
+        loader = torch.utils.data.DataLoader(
+            _ViewBatches(images.files(p), pending),
+            batch_sampler=[idx for _, idx in todo],
+            num_workers=workers,
+            collate_fn=_collate,
+        )
+        bar = tqdm(total=len(rel) * len(pending), desc=f"embed {p} ({encoder.name})", disable=not progress, unit="img")
+        bar.update((len(rel) - sum(len(i) for _, i in todo)) * len(pending))
+        for (start, idx), batch in zip(todo, loader, strict=True):
+            for v in pending:
+                w = writers[v.name]
+                if not w.has(start):
+                    w.write(start, encoder.encode([item[v.name] for item in batch]))
+                bar.update(len(idx))
+        bar.close()
+        for v in pending:
+            status = writers[v.name].finish()
+            results.append(EmbedResult(p, v.name, encoder.name, status, len(rel), encoder.dim))
+    return results
+
+
+def concept_texts(images: ImageSet, partition: Partition, template: str = DEFAULT_TEMPLATE,
+                  captions: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+    """One text per image: its caption (keyed by relative path or concept) or the template on the concept
+    name, underscores read as spaces (``aircraft_carrier`` -> ``aircraft carrier``)."""
+    out = []
+    for rel, concept in zip(images.relative_paths(partition), images.concepts(partition), strict=True):
+        if captions is not None:
+            text = captions.get(rel, captions.get(concept))
+            if text is None:
+                raise DataFormatError(f"captions file has no entry for {rel!r} or concept {concept!r}")
+            out.append(text)
+        else:
+            out.append(template.format(concept=concept.replace("_", " ")))
+    return out
+
+
+def embed_texts(
+    dataset_root: str | Path,
+    store_root: str | Path,
+    encoder: TextEncoder,
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    captions: dict[str, str] | None = None,
+    partitions: Sequence[Partition] = PARTITIONS,
+    progress: bool = True,
+) -> list[EmbedResult]:
+    images = ImageSet.discover(dataset_root)
+    store = EmbeddingStore(store_root)
+    results = []
+    for p in partitions:
+        rel, ihash = image_set_identity(images, p)
+        texts = concept_texts(images, p, template, captions)
+        source = "captions" if captions is not None else "template"
+        view = f"text-{source}"
+        ident = {"encoder": encoder.identity(), "texts": json_sha256(texts), "source": source,
+                 "template": None if captions is not None else template, "images": ihash}  # fmt: skip
+        bar = tqdm(total=len(rel), desc=f"embed {p} texts ({encoder.name})", disable=not progress)
+
+        def batch(idx: list[int], texts: list[str] = texts) -> np.ndarray:
+            return encoder.encode([texts[i] for i in idx])
+
+        status = store.compute(p, view, encoder.name, ident, rel, batch, encoder.batch_size, progress=bar.update)
+        bar.close()
+        results.append(EmbedResult(p, view, encoder.name, status, len(rel), encoder.dim))
+    return results
