@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..io import DataFormatError, json_sha256
 
@@ -345,3 +346,50 @@ def resolve_hf_folder_sub(repo: str, sub: str) -> Path:
             + fetch_hint(repo, [f"{sub}/config.json", f"{sub}/model.safetensors"])
         )
     return cfg.parent
+
+
+# --------------------------------------------------------------------------------------------------
+# EVNet pooled features (offline default: no weights needed)
+# --------------------------------------------------------------------------------------------------
+
+
+class EVNetPooledEncoder(ImageEncoder):
+    """EVNet front end (Piper, Oliveira & Marques 2025) without a back end: the V1 complex-cell responses
+    (phase-invariant orientation/frequency energy) averaged over a ``grid`` x ``grid`` layout of the
+    image. Input raw [0, 1] RGB at 224 px = 7 deg; output (B, complex_channels * grid^2) = 1024-d by
+    default. No learned weights, so it runs anywhere: the offline default image encoder."""
+
+    batch_size = 32
+
+    def __init__(self, preset: str, device: torch.device, grid: int = 2):
+        from .evnet import EVNET_PRESETS, EVNet
+
+        if preset not in EVNET_PRESETS:
+            raise DataFormatError(f"unknown EVNet preset {preset!r}; known: {', '.join(EVNET_PRESETS)}")
+        self.preset, self.grid, self.device = preset, grid, device
+        self.net = EVNet(EVNET_PRESETS[preset]).eval().to(device)
+        self.name = "evnet" if preset == "standard-no-noise" else f"evnet:{preset}"
+        self.dim = self.net.cfg.complex_channels * grid * grid
+
+    def identity(self) -> dict:
+        return {
+            "encoder": self.name,
+            "evnet": self.net.recipe(),
+            "pool": f"complex cells, mean over {self.grid}x{self.grid}",
+        }
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        from .views import resize_rgb
+
+        size = self.net.cfg.image_size
+        arr = np.stack([resize_rgb(np.asarray(im), size) for im in images])
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0).to(self.device)
+        gen = torch.Generator(device=self.device).manual_seed(0)  # noise presets: the same draw every call
+        v1 = self.net(x, generator=gen)[:, self.net.cfg.simple_channels :]
+        return F.adaptive_avg_pool2d(v1, self.grid).flatten(1).float().cpu().numpy()
+
+
+@register(IMAGE_ENCODERS, "evnet")
+def _evnet(arg: str, *, weights: str | None, device: torch.device) -> EVNetPooledEncoder:
+    return EVNetPooledEncoder(arg or "standard-no-noise", device)
