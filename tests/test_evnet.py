@@ -95,3 +95,45 @@ def test_pooled_encoder(tiny_dataset):
     assert enc.identity()["evnet"]["v1_noise"] is False
     ref = build_image_encoder("evnet:reference", device="cpu")
     assert ref.identity() != enc.identity() and ref.encode(imgs).shape == (3, 1024)
+
+
+def test_separable_dog_equals_the_dense_reference_filters(net):
+    """The fast path (separable Gaussians) computes what the dense 2-D DoG filters of EVNet compute."""
+    import torch.nn.functional as F
+
+    sub = net.subcortical
+    x = torch.rand(2, 3, 96, 96, dtype=torch.float64)
+    mu = x.mean(dim=(1, 2, 3), keepdim=True)
+    xa = (x - mu) / (mu + 1e-5)
+    dense = []
+    for gi in range(2):
+        w = sub.dog_filters(gi)
+        assert w.sum(dim=(1, 2, 3)).abs().allclose(torch.ones(w.shape[0], dtype=torch.float64))  # |sum| = 1
+        p = w.shape[-1] // 2
+        dense.append(F.conv2d(F.pad(xa, (p, p, p, p), mode="reflect"), w))
+    dense = torch.cat(dense, dim=1)
+    cfg = EVNetConfig(contrast_normalization=False)
+    fast = EVNet(cfg).subcortical.double()(x) / EVNet(cfg).subcortical.k_exc.double()
+    torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-9)
+
+
+def test_evnet_adapter_clip_encoder_is_seeded_and_records_its_recipe(tmp_path, tiny_dataset):
+    import json
+
+    from eeg2image.data.things_eeg2 import ImageSet, load_image
+    from eeg2image.features.views import Original
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"embed_dim": 24, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+                   "head_width": 16, "patch_size": 8}, "text_cfg": {"context_length": 77, "vocab_size": 49408,
+                   "width": 32, "heads": 2, "layers": 1}}))  # fmt: skip
+    files = ImageSet.discover(tiny_dataset).files("test")[:2]
+    imgs = [Original()(np.asarray(load_image(f))) for f in files]
+    a = build_image_encoder(f"evnet-clip:config={cfg}", device="cpu")
+    b = build_image_encoder(f"evnet-clip:config={cfg}", device="cpu")
+    c = build_image_encoder(f"evnet-clip:config={cfg};seed=1;input=clip", device="cpu")
+    ea = a.encode(imgs)
+    assert ea.shape == (2, 24) and np.array_equal(ea, b.encode(imgs))  # seeded adapter: reproducible
+    assert not np.allclose(ea, c.encode(imgs))
+    assert a.identity()["adapter"]["seed"] == 0 and c.identity()["input"] == "clip"
+    assert a.identity()["evnet"]["v1_k_exc"] == 25.0 and a.identity()["evnet"]["m_cells"] is False

@@ -226,3 +226,33 @@ def test_embed_images_and_texts_end_to_end(tiny_dataset, tmp_path):
     texts = store.load("training", "text-template", "minilm")
     per = len(images.files("training")) // len(set(images.concepts("training")))
     np.testing.assert_allclose(texts.embeddings[0], texts.embeddings[per - 1], atol=1e-5)  # same concept, same text
+
+
+def test_depth_view_with_a_tiny_local_depth_anything(tmp_path, photos, monkeypatch):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    from eeg2image.features.views import DepthMap
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                            image_size=28, patch_size=14, out_features=["stage1", "stage2"],
+                            reshape_hidden_states=False)  # fmt: skip
+    cfg = DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=16, head_hidden_size=8,
+                              neck_hidden_sizes=[8, 16], reassemble_hidden_size=32, patch_size=14)  # fmt: skip
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(cfg).eval().save_pretrained(tmp_path / "depth")
+    DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=False, ensure_multiple_of=14,
+                      do_pad=False).save_pretrained(tmp_path / "depth")  # fmt: skip
+    view = DepthMap(model=str(tmp_path / "depth"))
+    out = view(photos[0])
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, view(photos[0]))
+    from matplotlib import colormaps
+
+    inferno = (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).round()
+    dist = np.abs(out.reshape(-1, 1, 3).astype(float) - inferno[None]).sum(-1).min(1)
+    assert np.median(dist) <= 12  # pixels are inferno colours (bicubic upsampling blends a few)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        MissingWeightsError, match=r"depth model 'depth-anything/Depth-Anything-V2-Small-hf'.*hf download"
+    ):
+        DepthMap()(photos[0])

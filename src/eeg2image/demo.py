@@ -1,7 +1,8 @@
 """``eeg2image demo`` / ``make demo``: the main job end to end on a simulated THINGS-EEG2.
 
-Today: simulate a dataset with the real layout -> preprocess it (NICE-lineage defaults) -> print what
-it holds, how reliable the image-specific EEG is, and save a picture of images and their ERPs.
+Today: simulate a dataset with the real layout -> preprocess it (NICE-lineage defaults) -> embed the
+stimulus images with the offline EVNet encoder -> print what it holds, how reliable the image-specific
+EEG is, and save a picture of images and their ERPs.
 Each step is skipped when its output is already there and valid, so a second run is quick.
 """
 
@@ -80,7 +81,7 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     pre_root = workdir / "preprocessed"
     t0 = time.perf_counter()
 
-    print(f"[1/3] simulate THINGS-EEG2 ({preset} preset) -> {dataset}")
+    print(f"[1/4] simulate THINGS-EEG2 ({preset} preset) -> {dataset}")
     sim_cfg = simulation_config(preset)
     sim_json = dataset / "simulation.json"
     if sim_json.is_file() and read_json(sim_json).get("config", {}).get("preset") == preset:
@@ -88,14 +89,24 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     else:
         simulate_dataset(dataset, sim_cfg)
 
-    print(f"[2/3] preprocess sub-01 (63 channels, 250 Hz, 0-1 s, MVNN) -> {pre_root / 'sub-01'}")
+    print(f"[2/4] preprocess sub-01 (63 channels, 250 Hz, 0-1 s, MVNN) -> {pre_root / 'sub-01'}")
     pre = pre_root / "sub-01"
     if (pre / "manifest.json").is_file():
         print("      already there, kept")
     else:
         preprocess_subject(dataset, pre_root, 1, PreprocessConfig())
 
-    print("[3/3] what the dataset holds")
+    print("[3/4] embed the stimulus images with the offline EVNet encoder -> " + str(workdir / "embeddings"))
+    from .features.embed import embed_images
+    from .features.encoders import build_image_encoder
+    from .features.views import Original
+
+    t_embed = time.perf_counter()
+    for r in embed_images(dataset, workdir / "embeddings", [Original()], build_image_encoder("evnet")):
+        print(f"      {r.partition:<9} {r.view:<10} {r.encoder:<8} {r.status:<9} {r.n_images} images")
+    print(f"      ({time.perf_counter() - t_embed:.0f} s)")
+
+    print("[4/4] what the dataset holds")
     print(format_findings(inspect_dataset(dataset)))
     man = read_json(pre / "manifest.json")
     print(f"\npreprocessed sub-01 ({man['config']['preset']} preset, {len(man['ch_names'])} channels, "

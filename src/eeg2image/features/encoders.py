@@ -393,3 +393,74 @@ class EVNetPooledEncoder(ImageEncoder):
 @register(IMAGE_ENCODERS, "evnet")
 def _evnet(arg: str, *, weights: str | None, device: torch.device) -> EVNetPooledEncoder:
     return EVNetPooledEncoder(arg or "standard-no-noise", device)
+
+
+# --------------------------------------------------------------------------------------------------
+# EVNet -> frozen random conv adapter -> CLIP (how the reference system used EVNet)
+# --------------------------------------------------------------------------------------------------
+
+
+class EVNetAdapterCLIPEncoder(ImageEncoder):
+    """The reference system's EVNet features (Chikit-WONG/DL_Project ``task1``, multi-level blur + EVNet):
+    EVNet (P cells only, no noise, V1 gain 25) -> a frozen, randomly initialised conv adapter
+    (3x3 convs 512->256->128->64->3 with ReLU between, PyTorch default init, then bilinear upsampling to
+    the CLIP input size) -> CLIP ``encode_image``. Differences from the reference, on purpose: the
+    adapter is seeded (``seed``; the reference did not seed it, so its features cannot be reproduced), and
+    EVNet receives raw [0, 1] pixels (``input=raw``) as EVNet expects; ``input=clip`` feeds CLIP-normalised
+    pixels as the reference did."""
+
+    batch_size = 32
+
+    def __init__(self, clip: OpenClipImageEncoder, evnet_preset: str, seed: int, input_mode: str,
+                 device: torch.device):  # fmt: skip
+        from torch import nn
+
+        from .evnet import EVNET_PRESETS, EVNet
+
+        if input_mode not in ("raw", "clip"):
+            raise DataFormatError(f"evnet-clip input must be 'raw' or 'clip', got {input_mode!r}")
+        self.clip, self.seed, self.input_mode, self.device = clip, seed, input_mode, device
+        self.net = EVNet(EVNET_PRESETS[evnet_preset]).eval().to(device)
+        self.evnet_preset = evnet_preset
+        n = self.net.cfg.simple_channels + self.net.cfg.complex_channels
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.adapter = nn.Sequential(
+                nn.Conv2d(n, 256, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(256, 128, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(128, 64, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(64, 3, 3, padding=1),
+            ).eval().to(device)  # fmt: skip
+        self.adapter.requires_grad_(False)
+        self.name = f"evnet-clip:{clip.name.split(':', 1)[1]}"
+        self.dim = clip.dim
+
+    def identity(self) -> dict:
+        return {"encoder": self.name, "clip": self.clip.identity(), "evnet": self.net.recipe(),
+                "adapter": {"layers": "conv3x3 512-256-128-64-3, ReLU, bilinear upsample", "init": "pytorch default",
+                            "seed": self.seed}, "input": self.input_mode}  # fmt: skip
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        size = self.net.cfg.image_size
+        if self.input_mode == "clip":
+            x = to_tensor(images, size)
+        else:
+            x = to_tensor(images, size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        y = self.adapter(self.net(x.to(self.device)))
+        y = F.interpolate(y, size=(self.clip.image_size, self.clip.image_size), mode="bilinear", align_corners=False)
+        return self.clip.encode_pixels(y).cpu().numpy()
+
+
+@register(IMAGE_ENCODERS, "evnet-clip")
+def _evnet_clip(arg: str, *, weights: str | None, device: torch.device) -> EVNetAdapterCLIPEncoder:
+    """``evnet-clip:<arch>/<tag>[;seed=0][;input=raw|clip][;evnet=reference]`` or ``evnet-clip:config=<json>``."""
+    base, *opts = arg.split(";")
+    kv = dict(o.split("=", 1) for o in opts if "=" in o)
+    if base.startswith("config="):
+        clip = _openclip_config(base.split("=", 1)[1], weights=weights, device=device)
+    else:
+        clip = _openclip(base or "RN50/openai", weights=weights, device=device)
+    return EVNetAdapterCLIPEncoder(
+        clip, kv.get("evnet", "reference"), int(kv.get("seed", 0)), kv.get("input", "raw"), device
+    )
