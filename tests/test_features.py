@@ -256,3 +256,66 @@ def test_depth_view_with_a_tiny_local_depth_anything(tmp_path, photos, monkeypat
         MissingWeightsError, match=r"depth model 'depth-anything/Depth-Anything-V2-Small-hf'.*hf download"
     ):
         DepthMap()(photos[0])
+
+
+def _fake_hf_cache(root, repo: str, files: dict) -> None:
+    """The layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<sha>/<file>}."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    base = root / f"models--{repo.replace('/', '--')}"
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(sha)
+    for name, write in files.items():
+        path = base / "snapshots" / sha / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+
+
+def test_openclip_weights_are_found_in_the_hugging_face_cache(tmp_path, monkeypatch, photos):
+    """The real loading path: arch/tag -> the HF repo open_clip names -> the cached safetensors -> model."""
+    import json
+
+    import open_clip
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from eeg2image.features.encoders import tiny_openclip_model
+
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    (cfg_dir / "TinyCLIP-e2i.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(cfg_dir / "TinyCLIP-e2i.json")
+    model = tiny_openclip_model(TINY_CLIP, seed=7)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    cache = tmp_path / "hub"
+    _fake_hf_cache(cache, "eeg2image-test/tiny-clip", {"open_clip_model.safetensors": lambda p: save_file(state, p)})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    real_cfg = open_clip.get_pretrained_cfg
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg",
+                        lambda a, t: {"hf_hub": "eeg2image-test/tiny-clip/"} if a == "TinyCLIP-e2i" else real_cfg(a, t))  # fmt: skip
+    enc = build_image_encoder("openclip:TinyCLIP-e2i/e2i", device="cpu")
+    views = [GaussianBlur(kernel=1)(p) for p in photos[:2]]
+    from eeg2image.features.encoders import to_tensor
+
+    with torch.no_grad():
+        expected = model.eval().encode_image(to_tensor(views, 32)).numpy()
+    np.testing.assert_allclose(enc.encode(views), expected, rtol=1e-5, atol=1e-6)
+    text = build_text_encoder("openclip:TinyCLIP-e2i/e2i", device="cpu")
+    with torch.no_grad():
+        want = model.encode_text(open_clip.get_tokenizer("TinyCLIP-e2i")(["This picture is a cat"])).numpy()
+    np.testing.assert_allclose(text.encode(["This picture is a cat"]), want, rtol=1e-5, atol=1e-6)
+    assert (
+        enc.identity()["checkpoint"]
+        == build_image_encoder("openclip:TinyCLIP-e2i/e2i", device="cpu").identity()["checkpoint"]
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_embed_names_a_corrupt_image(dataset_copy, tmp_path, workers):
+    from eeg2image.data.things_eeg2 import ImageSet
+    from eeg2image.features.embed import embed_images
+
+    victim = ImageSet.discover(dataset_copy).files("test")[2]
+    victim.write_bytes(b"\xff\xd8 broken")
+    with pytest.raises(DataFormatError, match=rf"{victim.name}: unreadable image"):
+        embed_images(dataset_copy, tmp_path / "s", parse_views("original"), build_image_encoder("evnet", device="cpu"),
+                     partitions=("test",), workers=workers, progress=False)  # fmt: skip
