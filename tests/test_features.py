@@ -290,8 +290,11 @@ def test_openclip_weights_are_found_in_the_hugging_face_cache(tmp_path, monkeypa
     _fake_hf_cache(cache, "eeg2image-test/tiny-clip", {"open_clip_model.safetensors": lambda p: save_file(state, p)})
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     real_cfg = open_clip.get_pretrained_cfg
-    monkeypatch.setattr(open_clip, "get_pretrained_cfg",
-                        lambda a, t: {"hf_hub": "eeg2image-test/tiny-clip/"} if a == "TinyCLIP-e2i" else real_cfg(a, t))  # fmt: skip
+
+    def pretrained_cfg(arch, tag):
+        return {"hf_hub": "eeg2image-test/tiny-clip/"} if arch == "TinyCLIP-e2i" else real_cfg(arch, tag)
+
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", pretrained_cfg)
     enc = build_image_encoder("openclip:TinyCLIP-e2i/e2i", device="cpu")
     views = [GaussianBlur(kernel=1)(p) for p in photos[:2]]
     from eeg2image.features.encoders import to_tensor
