@@ -1,0 +1,103 @@
+"""Image-side target models: how stimulus embeddings become the target an EEG embedding is aligned with.
+
+Every part is a switch, so an ablation is one flag (``TargetConfig``):
+
+- **blur-level fusion** (Liu et al., AAAI 2026, makeitperfect/VisualEEGDecoding): the L blur-level
+  embeddings of an image plus ``n_default_tokens`` learned tokens (zero-initialised) are mixed by a softmax
+  over the token axis, separately for every embedding dimension (logits ~ U[0, 1) at init);
+- **EVNet fusion** (the reference system, Chikit-WONG/DL_Project): ``softmax(w)[0] * blur + softmax(w)[1] *
+  evnet`` with ``w`` initialised to (0.7, 0.3);
+- **adapter**: Linear(D, 768) -> ELU -> Dropout(0.85) -> Linear(768, D), applied to the fused vector;
+- otherwise a single (plain) embedding passes through.
+
+Inputs are L2-normalised per view (as the peers cached them); the output is not (the loss normalises).
+The same module, in eval mode, turns the test images' views into the retrieval gallery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TargetConfig:
+    blur_views: list[str] = field(default_factory=list)  # e.g. blur-k01 ... blur-k63 (fused when >= 2)
+    plain_view: str = "original"  # used when there are no blur views
+    evnet_view: str | None = None  # e.g. "original" embedded by evnet-clip; fused with the blur aggregate
+    n_default_tokens: int = 4
+    evnet_init: tuple[float, float] = (0.7, 0.3)
+    adapter: bool = True
+    adapter_hidden: int = 768
+    adapter_dropout: float = 0.85
+
+
+class BlurLevelFusion(nn.Module):
+    """Per-dimension softmax mix of L level embeddings and learned default tokens: (B, L, D) -> (B, D)."""
+
+    def __init__(self, n_levels: int, dim: int, n_default_tokens: int = 4):
+        super().__init__()
+        self.default_tokens = nn.Parameter(torch.zeros(1, n_default_tokens, dim))
+        self.logits = nn.Parameter(torch.rand(1, n_levels + n_default_tokens, dim))
+
+    def weights(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=1)
+
+    def forward(self, levels: torch.Tensor) -> torch.Tensor:
+        tokens = torch.cat([levels, self.default_tokens.expand(levels.shape[0], -1, -1)], dim=1)
+        return (tokens * self.weights()).sum(dim=1)
+
+
+class TwoWayFusion(nn.Module):
+    """``softmax(w)[0] * a + softmax(w)[1] * b`` with learnable scalar logits ``w``."""
+
+    def __init__(self, init: tuple[float, float] = (0.7, 0.3)):
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor(init, dtype=torch.float32))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.logits, dim=0)
+        return w[0] * a + w[1] * b
+
+
+class TargetModel(nn.Module):
+    """Maps a dict ``{view name: (B, D) embeddings}`` to the (B, D) target embeddings."""
+
+    def __init__(self, cfg: TargetConfig, dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.blur = (
+            BlurLevelFusion(len(cfg.blur_views), dim, cfg.n_default_tokens) if len(cfg.blur_views) >= 2 else None
+        )
+        self.evnet = TwoWayFusion(cfg.evnet_init) if cfg.evnet_view else None
+        self.adapter = (
+            nn.Sequential(
+                nn.Linear(dim, cfg.adapter_hidden),
+                nn.ELU(),
+                nn.Dropout(cfg.adapter_dropout),
+                nn.Linear(cfg.adapter_hidden, dim),
+            )
+            if cfg.adapter
+            else None
+        )
+
+    def required_views(self) -> list[str]:
+        views = list(self.cfg.blur_views) or [self.cfg.plain_view]
+        return views + ([f"evnet:{self.cfg.evnet_view}"] if self.cfg.evnet_view else [])
+
+    def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        missing = [v for v in self.required_views() if v not in views]
+        if missing:
+            raise KeyError(f"target needs views {missing}; got {sorted(views)}")
+        if self.blur is not None:
+            x = self.blur(torch.stack([F.normalize(views[v], dim=-1) for v in self.cfg.blur_views], dim=1))
+        else:
+            x = F.normalize(views[self.required_views()[0]], dim=-1)
+        if self.evnet is not None:
+            x = self.evnet(x, F.normalize(views[f"evnet:{self.cfg.evnet_view}"], dim=-1))
+        if self.adapter is not None:
+            x = self.adapter(x)
+        return x

@@ -1,0 +1,53 @@
+"""Target models: each switch changes what it claims to change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eeg2image.models.fusion import BlurLevelFusion, TargetConfig, TargetModel, TwoWayFusion
+
+BLUR8 = [f"blur-k{k:02d}" for k in (1, 3, 15, 21, 33, 45, 57, 63)]
+
+
+def _views(b=5, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    v = {name: torch.randn(b, d, generator=g) for name in [*BLUR8, "original"]}
+    v["evnet:original"] = torch.randn(b, d, generator=g)
+    return v
+
+
+def test_blur_fusion_is_a_per_dimension_convex_mix():
+    torch.manual_seed(0)
+    f = BlurLevelFusion(n_levels=8, dim=16, n_default_tokens=4)
+    w = f.weights()
+    assert w.shape == (1, 12, 16) and torch.allclose(w.sum(dim=1), torch.ones(1, 16))
+    levels = torch.randn(3, 8, 16)
+    expected = (levels * w[:, :8]).sum(1)  # default tokens start at zero
+    assert torch.allclose(f(levels), expected, atol=1e-6)
+
+
+def test_evnet_fusion_starts_at_softmax_of_0_7_0_3():
+    f = TwoWayFusion((0.7, 0.3))
+    a, b = torch.ones(2, 4), torch.zeros(2, 4)
+    assert torch.allclose(f(a, b), torch.full((2, 4), 0.598688), atol=1e-5)
+
+
+def test_switches():
+    views = _views()
+    plain = TargetModel(TargetConfig(adapter=False), dim=16).eval()
+    assert plain.required_views() == ["original"]
+    assert torch.allclose(plain(views), F.normalize(views["original"], dim=-1))
+    blur = TargetModel(TargetConfig(blur_views=BLUR8, adapter=False), dim=16).eval()
+    assert blur.required_views() == BLUR8 and not torch.allclose(blur(views), plain(views))
+    full = TargetModel(TargetConfig(blur_views=BLUR8, evnet_view="original"), dim=16).eval()
+    assert full.required_views()[-1] == "evnet:original"
+    changed = dict(views, **{"evnet:original": torch.randn(5, 16)})
+    assert not torch.allclose(full(views), full(changed))  # the EVNet view now matters
+    assert torch.allclose(blur(views), blur(changed))  # ... but not for the blur-only target
+    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
+                (("plain", plain), ("blur", blur), ("full", full))}  # fmt: skip
+    assert n_params["plain"] == 0 < n_params["blur"] < n_params["full"]
+    with pytest.raises(KeyError, match="blur-k63"):
+        blur({k: v for k, v in views.items() if k != "blur-k63"})
