@@ -654,25 +654,20 @@ def simulate_subject(root: Path, subject: int, cfg: SimulationConfig, image_set:
             write_raw_file(folder / f"raw_eeg_{p}.npy", data)
 
 
-def write_official_preprocessed(sub_dir: Path, partition: Partition, data: np.ndarray, ch_names, times) -> Path:
-    """The dataset authors' preprocessed file: ``np.save`` of a float64 dict."""
+def write_preprocessed_dict(sub_dir: Path, partition: Partition, data: np.ndarray, ch_names, times,
+                            container: str = "npy") -> Path:  # fmt: skip
+    """A ``preprocessed_eeg_{partition}.npy`` dict as users have it: ``container="npy"`` is the dataset
+    authors' ``np.save`` of a float64 dict; ``"pickle"`` is NICE/ATM's ``pickle.dump(dict, protocol=4)``
+    under the same ``.npy`` name (with ``times`` uncropped: pass all epoch times)."""
     path = sub_dir / f"preprocessed_eeg_{partition}.npy"
     obj = {"preprocessed_eeg_data": np.asarray(data, dtype=np.float64), "ch_names": list(ch_names),
            "times": np.asarray(times, dtype=np.float64)}  # fmt: skip
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, obj)
-    return path
-
-
-def write_nice_preprocessed(sub_dir: Path, partition: Partition, data: np.ndarray, ch_names, times_full) -> Path:
-    """The NICE/ATM file: ``pickle.dump(dict, protocol=4)`` under a ``.npy`` name, ``times`` uncropped."""
-    path = sub_dir / f"preprocessed_eeg_{partition}.npy"
-    obj = {"preprocessed_eeg_data": np.asarray(data, dtype=np.float64), "ch_names": list(ch_names),
-           "times": np.asarray(times_full, dtype=np.float64)}  # fmt: skip
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f, protocol=4)
+            if container == "npy":
+                np.save(f, obj)
+            else:
+                pickle.dump(obj, f, protocol=4)
     return path
 
 
@@ -727,10 +722,10 @@ def simulate_dataset(root: str | Path, cfg: SimulationConfig | None = None, *, f
             for p in PARTITIONS:
                 arr = read_our_preprocessed(ours, p)
                 if fmt == "authors":
-                    write_official_preprocessed(root / "preprocessed_data" / sub, p, arr.data, arr.ch_names, arr.times)
+                    write_preprocessed_dict(root / "preprocessed_data" / sub, p, arr.data, arr.ch_names, arr.times)
                 elif fmt == "nice":
-                    write_nice_preprocessed(
-                        root / "Preprocessed_data_250Hz" / sub, p, arr.data, arr.ch_names, full_times
+                    write_preprocessed_dict(
+                        root / "Preprocessed_data_250Hz" / sub, p, arr.data, arr.ch_names, full_times, "pickle"
                     )
                 else:
                     write_ubp_pt(root / "Preprocessed_data_250Hz_whiten" / sub, p, arr.data, arr.sessions,

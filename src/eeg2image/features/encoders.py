@@ -89,18 +89,19 @@ class TextEncoder:
         raise NotImplementedError
 
 
-def build_image_encoder(spec: str, *, weights: str | None = None, device: str | None = None) -> ImageEncoder:
+def _build(table: dict, kind: str, spec: str, weights: str | None, device: str | None):
     prefix, _, arg = spec.partition(":")
-    if prefix not in IMAGE_ENCODERS:
-        raise DataFormatError(f"unknown image encoder {spec!r}; known prefixes: {', '.join(IMAGE_ENCODERS)}")
-    return IMAGE_ENCODERS[prefix](arg, weights=weights, device=torch.device(device) if device else default_device())
+    if prefix not in table:
+        raise DataFormatError(f"unknown {kind} {spec!r}; known prefixes: {', '.join(table)}")
+    return table[prefix](arg, weights=weights, device=torch.device(device) if device else default_device())
+
+
+def build_image_encoder(spec: str, *, weights: str | None = None, device: str | None = None) -> ImageEncoder:
+    return _build(IMAGE_ENCODERS, "image encoder", spec, weights, device)
 
 
 def build_text_encoder(spec: str, *, weights: str | None = None, device: str | None = None) -> TextEncoder:
-    prefix, _, arg = spec.partition(":")
-    if prefix not in TEXT_ENCODERS:
-        raise DataFormatError(f"unknown text encoder {spec!r}; known prefixes: {', '.join(TEXT_ENCODERS)}")
-    return TEXT_ENCODERS[prefix](arg, weights=weights, device=torch.device(device) if device else default_device())
+    return _build(TEXT_ENCODERS, "text encoder", spec, weights, device)
 
 
 def _state_fingerprint(model: torch.nn.Module) -> str:
