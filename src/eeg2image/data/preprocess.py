@@ -72,7 +72,7 @@ class PreprocessConfig:
     mvnn_covariance: Literal["training", "training+test"] = "training"  # partitions the covariance uses
     sessions: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     dtype: Literal["float32", "float16", "float64"] = "float32"
-    epoch_chunk: int = 2048  # epochs resampled at once (memory bound)
+    epoch_chunk: int = 512  # epochs cut and resampled at once (63 x 1201 x 512 float64 = 310 MB)
 
     def __post_init__(self) -> None:
         if self.tmax <= self.tmin:
