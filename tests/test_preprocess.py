@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.linalg import fractional_matrix_power
@@ -187,3 +189,28 @@ def test_incomplete_design_is_a_clear_error(tiny_dataset, tmp_path):
         DataFormatError, match=r"training image ids over sessions \[1\] are not 1\.\.|different numbers"
     ):
         preprocess_subject(tiny_dataset, tmp_path, 1, PreprocessConfig(sessions=[1]), progress=False)
+
+
+def test_a_current_output_is_reused_and_a_changed_input_is_not(tiny_dataset, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    raw = tmp_path / "ds"
+    shutil.copytree(tiny_dataset / "raw_data", raw / "raw_data")
+    cfg = PreprocessConfig(mvnn="none")
+    first = preprocess_subject(raw, tmp_path / "out", 1, cfg, progress=False)
+    calls = []
+    real = pp._process_session
+    monkeypatch.setattr(pp, "_process_session", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    assert preprocess_subject(raw, tmp_path / "out", 1, cfg, progress=False) == first and calls == []
+    chunked = dataclasses.replace(cfg, epoch_chunk=7)  # memory knob only: the output is still current
+    assert preprocess_subject(raw, tmp_path / "out", 1, chunked, progress=False) == first and calls == []
+    f = raw / "raw_data/sub-01/ses-03/raw_eeg_test.npy"
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))  # the raw file changed
+    preprocess_subject(raw, tmp_path / "out", 1, cfg, progress=False)
+    assert calls == [1, 2, 3, 4]
+    calls.clear()
+    preprocess_subject(
+        raw, tmp_path / "out", 1, dataclasses.replace(cfg, reps_test=20, dtype="float64"), progress=False
+    )
+    assert calls == [1, 2, 3, 4]  # another config: recomputed

@@ -90,11 +90,7 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
         simulate_dataset(dataset, sim_cfg)
 
     print(f"[2/4] preprocess sub-01 (63 channels, 250 Hz, 0-1 s, MVNN) -> {pre_root / 'sub-01'}")
-    pre = pre_root / "sub-01"
-    if (pre / "manifest.json").is_file():
-        print("      already there, kept")
-    else:
-        preprocess_subject(dataset, pre_root, 1, PreprocessConfig())
+    pre = preprocess_subject(dataset, pre_root, 1, PreprocessConfig())  # returns at once when current
 
     print("[3/4] embed the stimulus images with the offline EVNet encoder -> " + str(workdir / "embeddings"))
     from .features.embed import embed_images

@@ -302,8 +302,13 @@ def _file_fingerprint(path: Path) -> dict:
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def result_config(cfg: PreprocessConfig) -> dict:
+    """The config fields that change the output (``epoch_chunk`` only changes memory use)."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "epoch_chunk"}
+
+
 def _session_key(cfg: PreprocessConfig, inputs: dict[str, dict]) -> str:
-    return json_sha256({"config": to_dict(cfg), "inputs": inputs})
+    return json_sha256({"config": result_config(cfg), "inputs": inputs})
 
 
 def _process_session(
@@ -411,18 +416,24 @@ def preprocess_subject(
     cfg: PreprocessConfig | None = None,
     *,
     progress: bool = True,
+    force: bool = False,
 ) -> Path:
-    """Preprocess one subject; returns ``<out_root>/sub-XX`` (written atomically, resumable)."""
+    """Preprocess one subject; returns ``<out_root>/sub-XX`` (written atomically, resumable).
+
+    If ``<out_root>/sub-XX`` already holds the output of the same config from the same raw files (same
+    paths, sizes and modification times), it is returned as it is (``force`` recomputes)."""
     cfg = cfg or PreprocessConfig()
     raw_root, out_root = Path(raw_root), Path(out_root)
     sub = subject_dirname(subject)
+    final = out_root / sub
+    if not force and _is_current(final, raw_root, subject, cfg):
+        return final
     work = out_root / f".work-{sub}"
     work.mkdir(parents=True, exist_ok=True)
     records = []
     for s in tqdm(cfg.sessions, desc=f"{sub} sessions", disable=not progress):
         records.append(_process_session(raw_root, subject, s, cfg, work, progress))
     times = np.asarray(records[0]["times"])
-    final = out_root / sub
     with atomic_dir(final) as tmp:
         outputs = {}
         for p in PARTITIONS:
@@ -445,6 +456,29 @@ def preprocess_subject(
         )
     shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def result_config_of(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "epoch_chunk"}
+
+
+def _is_current(final: Path, raw_root: Path, subject: int, cfg: PreprocessConfig) -> bool:
+    """True when ``final`` was made with ``cfg`` from the raw files as they are now."""
+    if not (final / "manifest.json").is_file():
+        return False
+    try:
+        man = read_json(final / "manifest.json")
+        if man.get("stage") != "preprocess" or result_config_of(man.get("config", {})) != result_config(cfg):
+            return False
+        for s in cfg.sessions:
+            for p in PARTITIONS:
+                rec = man["inputs"][f"ses-{s:02d}/{p}"]
+                now = _file_fingerprint(find_raw_file(raw_root, subject, s, p))
+                if any(rec.get(k) != now[k] for k in ("path", "size", "mtime_ns")):
+                    return False
+        return all((final / f).is_file() for pair in OUR_FILES.values() for f in pair)
+    except (KeyError, DataFormatError, MissingDataError, OSError):
+        return False
 
 
 def read_our_preprocessed(folder: str | Path, partition: Partition) -> EEGArray:
