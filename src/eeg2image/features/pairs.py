@@ -18,16 +18,58 @@ from .store import EmbeddingStore
 
 @dataclass
 class RetrievalSplit:
-    eeg: torch.Tensor  # (n_images, n_reps, C, T) float32
+    """EEG rows and the stimulus embeddings of the images they saw.
+
+    ``eeg[r]`` is the EEG of image ``image[r]`` seen by subject ``subject[r]``; one subject gives one row per
+    image (``image = arange``), several subjects trained jointly give one row per subject and image.
+    """
+
+    eeg: torch.Tensor  # (n_rows, n_reps, C, T) float32
     views: dict[str, torch.Tensor]  # view name -> (n_images, D)
     concept: np.ndarray  # (n_images,) concept index
+    image: np.ndarray | None = None  # (n_rows,) image index of each row; None: row r is image r
+    subject: np.ndarray | None = None  # (n_rows,) 1-based subject number of each row; None: unknown (0)
+
+    def __post_init__(self) -> None:
+        n_rows = self.eeg.shape[0]
+        if self.image is None:
+            self.image = np.arange(n_rows)
+        if self.subject is None:
+            self.subject = np.zeros(n_rows, dtype=np.int64)
+        if not len(self.image) == len(self.subject) == n_rows:
+            raise DataFormatError(f"{n_rows} EEG rows but {len(self.image)} image and {len(self.subject)} subject ids")
 
     def __len__(self) -> int:
         return self.eeg.shape[0]
 
-    def subset(self, idx: np.ndarray) -> RetrievalSplit:
-        t = torch.as_tensor(idx, dtype=torch.long)
-        return RetrievalSplit(self.eeg[t], {k: v[t] for k, v in self.views.items()}, self.concept[idx])
+    @property
+    def n_images(self) -> int:
+        return len(self.concept)
+
+    def subset(self, images: np.ndarray) -> RetrievalSplit:
+        """The images ``images`` (indices) and every EEG row of them, images renumbered 0..len-1."""
+        images = np.asarray(images)
+        new_index = np.full(self.n_images, -1)
+        new_index[images] = np.arange(len(images))
+        rows = np.flatnonzero(new_index[self.image] >= 0)
+        t = torch.as_tensor(images, dtype=torch.long)
+        return RetrievalSplit(self.eeg[torch.as_tensor(rows)], {k: v[t] for k, v in self.views.items()},
+                              self.concept[images], new_index[self.image[rows]], self.subject[rows])  # fmt: skip
+
+
+def join_subjects(splits: dict[int, RetrievalSplit]) -> RetrievalSplit:
+    """One split from the splits of several subjects that saw the same images (rows concatenated)."""
+    first = next(iter(splits.values()))
+    for s, sp in splits.items():
+        if sp.n_images != first.n_images or not np.array_equal(sp.concept, first.concept):
+            raise DataFormatError(f"subject {s} saw other images than subject {next(iter(splits))}")
+    return RetrievalSplit(
+        torch.cat([sp.eeg for sp in splits.values()]),
+        first.views,
+        first.concept,
+        np.concatenate([sp.image for sp in splits.values()]),
+        np.concatenate([np.full(len(sp), s, dtype=np.int64) for s, sp in splits.items()]),
+    )
 
 
 def concept_of(rel_paths: list[str]) -> np.ndarray:

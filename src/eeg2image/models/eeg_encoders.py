@@ -137,15 +137,14 @@ class ATMSEncoder(nn.Module):
         self.embed = nn.Linear(n_times, n_times)
         self.subject_tokens = nn.Embedding(n_subjects + 1, n_times)  # row 0: shared / unknown subject
         self.dropout = nn.Dropout(dropout)
-        d_head = n_times // n_heads
-        self.attn = nn.MultiheadAttention(n_times, n_heads, dropout=dropout, batch_first=True,
-                                          kdim=n_times, vdim=n_times) if n_times % n_heads == 0 else None  # fmt: skip
-        if self.attn is None:  # ATM projects to n_heads * (T // n_heads) dims when T is not divisible
-            self.q = nn.Linear(n_times, n_heads * d_head)
-            self.k = nn.Linear(n_times, n_heads * d_head)
-            self.v = nn.Linear(n_times, n_heads * d_head)
-            self.o = nn.Linear(n_heads * d_head, n_times)
-            self.attn_drop = nn.Dropout(dropout)
+        d_head = n_times // n_heads  # ATM projects to n_heads * (T // n_heads) dims when T is not divisible
+        # Attention written out (not nn.MultiheadAttention) so that its dropout is an nn.Dropout module, which
+        # stacked multi-seed training replaces by per-seed keyed dropout.
+        self.q = nn.Linear(n_times, n_heads * d_head)
+        self.k = nn.Linear(n_times, n_heads * d_head)
+        self.v = nn.Linear(n_times, n_heads * d_head)
+        self.o = nn.Linear(n_heads * d_head, n_times)
+        self.attn_drop = nn.Dropout(dropout)
         self.n_heads, self.d_head = n_heads, d_head
         self.norm1, self.norm2, self.norm_out = nn.LayerNorm(n_times), nn.LayerNorm(n_times), nn.LayerNorm(n_times)
         self.ff = nn.Sequential(nn.Linear(n_times, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, n_times),
@@ -154,8 +153,6 @@ class ATMSEncoder(nn.Module):
         self.proj = ProjectionHead(self.tsconv.out_features, out_dim)
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
-        if self.attn is not None:
-            return self.attn(x, x, x, need_weights=False)[0]
         b, n, _ = x.shape
         q, k, v = (f(x).view(b, n, self.n_heads, self.d_head).transpose(1, 2) for f in (self.q, self.k, self.v))
         a = self.attn_drop(torch.softmax(q @ k.transpose(-1, -2) / self.d_head**0.5, dim=-1))
