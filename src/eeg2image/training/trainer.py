@@ -71,9 +71,10 @@ class TrainingError(Eeg2ImageError):
 class RetrievalModel(nn.Module):
     """EEG encoder + image-side target model + loss (with its temperature): everything a seed learns."""
 
-    def __init__(self, cfg: TrainConfig, n_chans: int, n_times: int, dim: int):
+    def __init__(self, cfg: TrainConfig, n_chans: int, n_times: int, dim: int, sfreq: float | None = None):
         super().__init__()
-        self.eeg = build_eeg_encoder(cfg.eeg_encoder, n_chans=n_chans, n_times=n_times, out_dim=dim, **cfg.eeg_options)
+        options = {**({"sfreq": sfreq} if sfreq else {}), **cfg.eeg_options}
+        self.eeg = build_eeg_encoder(cfg.eeg_encoder, n_chans=n_chans, n_times=n_times, out_dim=dim, **options)
         self.target = TargetModel(cfg.target, dim)
         self.loss = SymmetricInfoNCE(cfg.logit_scale, cfg.scale_mode, cfg.normalize_eeg)
 
@@ -89,12 +90,13 @@ class RetrievalModel(nn.Module):
         raise ValueError(f"unknown mode {mode!r}")
 
 
-def build_models(cfg: TrainConfig, seeds: list[int], n_chans: int, n_times: int, dim: int) -> list[RetrievalModel]:
+def build_models(cfg: TrainConfig, seeds: list[int], n_chans: int, n_times: int, dim: int,
+                 sfreq: float | None = None) -> list[RetrievalModel]:  # fmt: skip
     """One model per seed, each initialised from ``torch.manual_seed(seed)`` as if built alone."""
     models = []
     for s in seeds:
         torch.manual_seed(s)
-        models.append(use_keyed_dropout(RetrievalModel(cfg, n_chans, n_times, dim)))
+        models.append(use_keyed_dropout(RetrievalModel(cfg, n_chans, n_times, dim, sfreq)))
     return models
 
 
@@ -162,6 +164,7 @@ class SeedStack(nn.Module):
             return vmap(one, in_dims=in_dims, randomness="error")(p, bufs, a, b, subject, keys)
         outs = []
         for s in range(self.n_seeds):
+
             def pick(x, s=s):
                 if x is None or shared:
                     return x
@@ -350,7 +353,7 @@ def train_seeds(
         dev = torch.device("cuda", dist.rank % torch.cuda.device_count())
     dim = next(iter(train.views.values())).shape[1]
     n_chans, n_times = train.eeg.shape[2], train.eeg.shape[3]
-    stack = SeedStack(build_models(cfg, seeds, n_chans, n_times, dim), engine).to(dev)
+    stack = SeedStack(build_models(cfg, seeds, n_chans, n_times, dim, train.sfreq), engine).to(dev)
     model: nn.Module = stack
     if dist.world > 1:
         model = nn.parallel.DistributedDataParallel(stack, device_ids=[dev.index] if dev.type == "cuda" else None)
