@@ -65,8 +65,9 @@ def test_run_folder_outputs_resume_and_refusals(learnable, tmp_path):
             "--set", "train.batch_size=64", "--set", "train.target.adapter=false"]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    for f in ("config.yaml", "manifest.json", "units/sub-01/final.safetensors", "units/sub-01/best.safetensors",
-              "units/sub-01/history.json", "units/sub-01/curves.png", "units/sub-01/checkpoint/state.safetensors"):  # fmt: skip
+    unit = ["units/sub-01/" + f for f in ("final.safetensors", "best.safetensors", "history.json", "curves.png",
+                                          "checkpoint/state.safetensors")]  # fmt: skip
+    for f in ["config.yaml", "manifest.json", *unit]:
         assert (run / f).is_file(), f
     res = CliRunner().invoke(app, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output

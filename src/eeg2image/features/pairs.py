@@ -54,8 +54,9 @@ class RetrievalSplit:
         new_index[images] = np.arange(len(images))
         rows = np.flatnonzero(new_index[self.image] >= 0)
         t = torch.as_tensor(images, dtype=torch.long)
-        return RetrievalSplit(self.eeg[torch.as_tensor(rows)], {k: v[t] for k, v in self.views.items()},
-                              self.concept[images], new_index[self.image[rows]], self.subject[rows], self.sfreq)  # fmt: skip
+        views = {k: v[t] for k, v in self.views.items()}
+        return RetrievalSplit(self.eeg[torch.as_tensor(rows)], views, self.concept[images], new_index[self.image[rows]],
+                              self.subject[rows], self.sfreq)  # fmt: skip
 
 
 def join_subjects(splits: dict[int, RetrievalSplit]) -> RetrievalSplit:

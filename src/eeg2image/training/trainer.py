@@ -215,18 +215,22 @@ class DistInfo:
     world: int = 1
 
 
-def _gather_rows(world: int, sizes: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """All-gather (S, b_rank, D) along the batch axis with gradient (ranks may hold unequal slices)."""
+def _gather_rows(world: int, sizes: list[int], group: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """All-gather (S, b_rank, D) along the batch axis with gradient (ranks may hold unequal slices). ``group``:
+    a process group of its own, so that these collectives never interleave with DDP's gradient all-reduce."""
     import torch.distributed.nn.functional as dnf
 
     width = max(sizes)
 
     def gather(x: torch.Tensor) -> torch.Tensor:
-        pad = width - x.shape[1]
+        # batch axis first, so that every piece (and every gradient piece handed back to the collective in
+        # the backward pass) is a contiguous block: gloo silently mishandles non-contiguous ones
+        rows = x.transpose(0, 1)
+        pad = width - rows.shape[0]
         if pad:
-            x = torch.cat([x, x.new_zeros(x.shape[0], pad, x.shape[2])], dim=1)
-        parts = dnf.all_gather(x.contiguous())
-        return torch.cat([p[:, :n] for p, n in zip(parts, sizes, strict=True)], dim=1)
+            rows = torch.cat([rows, rows.new_zeros(pad, *rows.shape[1:])])
+        parts = dnf.all_gather(rows.contiguous(), group=group)
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).transpose(0, 1)
 
     return gather
 
@@ -355,7 +359,11 @@ def train_seeds(
     n_chans, n_times = train.eeg.shape[2], train.eeg.shape[3]
     stack = SeedStack(build_models(cfg, seeds, n_chans, n_times, dim, train.sfreq), engine).to(dev)
     model: nn.Module = stack
+    gather_group = None
     if dist.world > 1:
+        import torch.distributed as td
+
+        gather_group = td.new_group(backend=td.get_backend())
         model = nn.parallel.DistributedDataParallel(stack, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = torch.optim.AdamW(stack.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
@@ -422,7 +430,7 @@ def train_seeds(
             x, sub, im = torch.stack(xs), torch.stack(subs), torch.stack(img)
             vb = {k: v[im] for k, v in views.items()}
             keys = torch.tensor([step_key(s, step) for s in seeds], dtype=torch.int64, device=dev)
-            gather = _gather_rows(dist.world, sizes) if dist.world > 1 else None
+            gather = _gather_rows(dist.world, sizes, gather_group) if dist.world > 1 else None
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 losses = model(x, vb, sub, keys, row_offset=lo, gather=gather)
             if not torch.isfinite(losses).all():
