@@ -1,8 +1,9 @@
 """``eeg2image demo`` / ``make demo``: the main job end to end on a simulated THINGS-EEG2.
 
-Today: simulate a dataset with the real layout -> preprocess it (NICE-lineage defaults) -> embed the
-stimulus images with the offline EVNet encoder -> print what it holds, how reliable the image-specific
-EEG is, and save a picture of images and their ERPs.
+Simulate a dataset with the real layout -> preprocess it (NICE-lineage defaults) -> embed the stimulus
+images (the offline EVNet encoder, and the simulator's generating features as an oracle target) -> show
+what it holds -> train the multi-level-blur EEG encoder, 3 seeds stacked, against both targets -> evaluate
+zero-shot retrieval on the test images and merge both runs into one table.
 Each step is skipped when its output is already there and valid, so a second run is quick.
 """
 
@@ -81,7 +82,7 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     pre_root = workdir / "preprocessed"
     t0 = time.perf_counter()
 
-    print(f"[1/4] simulate THINGS-EEG2 ({preset} preset) -> {dataset}")
+    print(f"[1/6] simulate THINGS-EEG2 ({preset} preset) -> {dataset}")
     sim_cfg = simulation_config(preset)
     sim_json = dataset / "simulation.json"
     if sim_json.is_file() and read_json(sim_json).get("config", {}).get("preset") == preset:
@@ -89,20 +90,26 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     else:
         simulate_dataset(dataset, sim_cfg)
 
-    print(f"[2/4] preprocess sub-01 (63 channels, 250 Hz, 0-1 s, MVNN) -> {pre_root / 'sub-01'}")
+    print(f"[2/6] preprocess sub-01 (63 channels, 250 Hz, 0-1 s, MVNN) -> {pre_root / 'sub-01'}")
     pre = preprocess_subject(dataset, pre_root, 1, PreprocessConfig())  # returns at once when current
 
-    print("[3/4] embed the stimulus images with the offline EVNet encoder -> " + str(workdir / "embeddings"))
+    print(
+        "[3/6] embed the stimulus images (offline EVNet; oracle generating features) -> " + str(workdir / "embeddings")
+    )
     from .features.embed import embed_images
     from .features.encoders import build_image_encoder
     from .features.views import Original
 
     t_embed = time.perf_counter()
     for r in embed_images(dataset, workdir / "embeddings", [Original()], build_image_encoder("evnet")):
-        print(f"      {r.partition:<9} {r.view:<10} {r.encoder:<8} {r.status:<9} {r.n_images} images")
+        print(f"      {r.partition:<9} {r.view:<10} {r.encoder:<12} {r.status:<9} {r.n_images} images")
+    from .features.oracle import embed_simulation_features
+
+    for r in embed_simulation_features(dataset, workdir / "embeddings"):
+        print(f"      {r.partition:<9} {r.view:<10} {r.encoder:<12} {r.status:<9} {r.n_images} images")
     print(f"      ({time.perf_counter() - t_embed:.0f} s)")
 
-    print("[4/4] what the dataset holds")
+    print("[4/6] what the dataset holds")
     print(format_findings(inspect_dataset(dataset)))
     man = read_json(pre / "manifest.json")
     print(f"\npreprocessed sub-01 ({man['config']['preset']} preset, {len(man['ch_names'])} channels, "
@@ -117,5 +124,32 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     acc = split_half_identification(test.data)
     print(f"  test images identified from {r // 2}-vs-{r // 2} repetition averages: {acc:.0%} (chance {1 / n:.0%})")
     fig = _figure(workdir, dataset, pre)
-    print(f"\npicture: {fig}")
+    print(f"  picture: {fig}")
+    _train_and_evaluate(workdir, dataset, pre_root)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+
+
+def _train_and_evaluate(workdir: Path, dataset: Path, pre_root: Path) -> None:
+    from .evaluation.evaluate import evaluate_run
+    from .evaluation.table import write_table
+    from .training.run import run_config, train_run
+
+    runs = workdir / "runs"
+    paths = {"data.preprocessed": str(pre_root), "data.store": str(workdir / "embeddings"),
+             "data.dataset": str(dataset)}  # fmt: skip
+    targets = {"oracle-target": {}, "evnet-target": {"data.image_encoder": "evnet"}}
+    print(f"[5/6] train the multi-level-blur EEG encoder, seeds 0-2 together, against each target -> {runs}")
+    for name, over in targets.items():
+        t = time.perf_counter()
+        train_run(
+            run_config("demo", None, **paths, **over), runs / name, progress=True, log=lambda m: print("      " + m)
+        )
+        print(f"      {name}: {time.perf_counter() - t:.0f} s")
+    print("[6/6] zero-shot retrieval on the test images (only `evaluate` reads them)")
+    for name in targets:
+        evaluate_run(runs / name, log=lambda m: print("      " + m))
+    _, md = write_table(runs)
+    print(md.read_text())
+    print("oracle-target: the simulator's generating features (what a good pretrained image encoder is on real data);")
+    print("evnet-target: the offline EVNet features, which miss most of what drives the simulated EEG.")
+    print(f"per run: {runs}/<run>/report.md, metrics.json, top5.png, units/sub-01/curves.png")

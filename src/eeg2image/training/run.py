@@ -98,12 +98,12 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "seeds": list(range(10)),
     },
     "demo": {
-        "data": {"image_encoder": "evnet", "val_fraction": 0.1},
+        "data": {"image_encoder": "sim-features", "val_fraction": 0.1},
         "train": {
-            "eeg_encoder": "nice",
-            "epochs": 30,
+            "eeg_encoder": "ved",
+            "epochs": 20,
             "batch_size": 128,
-            "lr": 3e-4,
+            "lr": 1e-3,
             "target": {"plain_view": "original", "adapter": False},
         },
         "seeds": [0, 1, 2],
