@@ -33,7 +33,15 @@ from ..training.run import (
     subject_folder,
     units_of,
 )
-from ..training.trainer import SeedStack, TrainingError, build_models, embed_eeg, embed_targets, split_queries
+from ..training.trainer import (
+    SeedStack,
+    TrainingError,
+    build_models,
+    embed_eeg,
+    embed_targets,
+    resolve_engine,
+    split_queries,
+)
 from .retrieval import aggregate, cosine_similarity, distractor_sets, hungarian_topk, retrieval_metrics
 
 SELECTIONS = {"final": "final.safetensors", "validation_selected": "best.safetensors"}
@@ -57,7 +65,7 @@ def _distractors(run_dir: Path, cfg: RunConfig, n_images: int) -> dict[int, np.n
 def _stack_for(cfg: RunConfig, weights: dict, test: RetrievalSplit, source: Path) -> SeedStack:
     dim = next(iter(test.views.values())).shape[1]
     models = build_models(cfg.train, list(cfg.seeds), test.eeg.shape[2], test.eeg.shape[3], dim, test.sfreq)
-    stack = SeedStack(models, cfg.engine)
+    stack = SeedStack(models, resolve_engine(cfg.engine, torch.device("cpu")))
     try:
         stack.load_state_tensors(weights, str(source))
     except TrainingError as exc:

@@ -69,7 +69,7 @@ class RunConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     select_on: Literal["top1", "mrr"] = "top1"
     device: str = "auto"
-    engine: Literal["vmap", "loop"] = "vmap"
+    engine: Literal["auto", "vmap", "loop"] = "auto"  # auto: vmap on CUDA, loop on CPU
     checkpoint_every: int = 1
 
 

@@ -209,6 +209,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_engine(engine: str, device: torch.device) -> Literal["vmap", "loop"]:
+    """``auto``: vmap on CUDA (one batched kernel per layer for all seeds); loop on CPU, where vmap's batched
+    kernels measured 2x slower per seed than a loop over seeds (benchmarks/train_speed.py, 2 cores)."""
+    if engine == "auto":
+        return "vmap" if device.type == "cuda" else "loop"
+    if engine not in ("vmap", "loop"):
+        raise ValueError(f"engine must be auto, vmap or loop, got {engine!r}")
+    return engine  # type: ignore[return-value]
+
+
 @dataclass
 class DistInfo:
     rank: int = 0
@@ -329,7 +339,7 @@ def train_seeds(
     val: RetrievalSplit | None = None,
     *,
     device: str = "auto",
-    engine: Literal["vmap", "loop"] = "vmap",
+    engine: Literal["auto", "vmap", "loop"] = "auto",
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     fingerprint: dict[str, Any] | None = None,
@@ -357,6 +367,7 @@ def train_seeds(
         dev = torch.device("cuda", dist.rank % torch.cuda.device_count())
     dim = next(iter(train.views.values())).shape[1]
     n_chans, n_times = train.eeg.shape[2], train.eeg.shape[3]
+    engine = resolve_engine(engine, dev)
     stack = SeedStack(build_models(cfg, seeds, n_chans, n_times, dim, train.sfreq), engine).to(dev)
     model: nn.Module = stack
     gather_group = None
