@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean reference
 
 setup: $(STAMP)
 
@@ -28,6 +28,21 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.embed_speed
+	$(BIN)/python -m benchmarks.train_speed
+
+# The reference system's table on real THINGS-EEG2: make reference THINGS=/data/things-eeg2 SUBJECT=1
+# (needs RN50/openai OpenCLIP weights in the Hugging Face cache or WEIGHTS=/path/to/RN50.pt; a GPU).
+THINGS ?= $(error set THINGS=/path/to/things-eeg2 (raw_data/ and image_set/))
+SUBJECT ?= 1
+REF_DIR ?= reference_run
+WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
+reference: $(STAMP)
+	$(BIN)/eeg2image preprocess $(THINGS) $(REF_DIR)/preprocessed --subjects $(SUBJECT) --preset nice
+	$(BIN)/eeg2image embed $(THINGS) $(REF_DIR)/embeddings --encoder openclip:RN50/openai --views blur8 $(WEIGHTS_ARG)
+	$(BIN)/eeg2image embed $(THINGS) $(REF_DIR)/embeddings --encoder evnet-clip:RN50/openai --views original $(WEIGHTS_ARG)
+	$(BIN)/eeg2image train $(REF_DIR)/run-sub-$(SUBJECT) --preset reference --subjects $(SUBJECT) \
+		--preprocessed $(REF_DIR)/preprocessed --store $(REF_DIR)/embeddings --dataset $(THINGS)
+	$(BIN)/eeg2image evaluate $(REF_DIR)/run-sub-$(SUBJECT)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -88,7 +88,7 @@ def embed(
     root: Annotated[Path, typer.Argument(help="Dataset root (holding the image set).")],
     store: Annotated[Path, typer.Argument(help="Embedding store folder.")],
     encoder: Annotated[
-        str, typer.Option(help="Image encoder: evnet | openclip:RN50/openai | ipadapter:h94/IP-Adapter")
+        str, typer.Option(help="Image encoder: evnet | openclip:RN50/openai | ipadapter:h94/IP-Adapter | sim-features")
     ] = "evnet",
     views: Annotated[
         str, typer.Option(help="Views: original, blur12, blur8, fovea, edges, depth, blur:k=9, ...")
@@ -115,6 +115,11 @@ def embed(
 
     parts = tuple(p for p in partitions.split(",") if p)
     results = []
+    if encoder == "sim-features":  # the simulator's generating features (oracle target; simulated data only)
+        from .features.oracle import embed_simulation_features
+
+        results += embed_simulation_features(root, store)
+        views = ""
     if views:
         enc = build_image_encoder(encoder, weights=weights, device=device)
         results += embed_images(root, store, parse_views(views), enc, partitions=parts, batch_size=batch_size,
