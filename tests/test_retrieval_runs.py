@@ -136,3 +136,16 @@ def test_sweep_runs_jobs_and_merges_seeds(learnable, tmp_path):
     final = [r for r in rows if r["selection"] == "final"]
     assert len(final) == 1 and final[0]["seeds"] == ["0", "1", "2"] and final[0]["aggregate"]["top1"]["n"] == 3
     assert "| ved | sub-01 | final | 3 |" in (out / "results.md").read_text()
+
+
+def test_subject_modes_make_the_right_units():
+    from eeg2image.training.run import units_of
+
+    per = units_of(run_config(None, None, **{"data.subjects": [1, 2, 3]}))
+    assert [(u.name, u.train_subjects, u.eval_subjects) for u in per][1] == ("sub-02", [2], [2])
+    joint = units_of(run_config(None, None, **{"data.subjects": [1, 2], "data.mode": "joint"}))
+    assert [(u.name, u.train_subjects, u.eval_subjects) for u in joint] == [("joint", [1, 2], [1, 2])]
+    loso = units_of(run_config(None, None, **{"data.subjects": [1, 2, 3], "data.mode": "loso"}))
+    first = loso[0]
+    assert (first.train_subjects, first.eval_subjects, first.subject_aware_eval) == ([2, 3], [1], False)
+    assert len(loso) == 3
