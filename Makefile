@@ -36,12 +36,15 @@ THINGS ?= $(error set THINGS=/path/to/things-eeg2 (raw_data/ and image_set/))
 SUBJECT ?= 1
 REF_DIR ?= reference_run
 WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
+# EVNET='evnet-clip:RN50/openai;input=clip' feeds EVNet CLIP-normalised pixels, as the reference did.
+EVNET ?= evnet-clip:RN50/openai
 reference: $(STAMP)
 	$(BIN)/eeg2image preprocess $(THINGS) $(REF_DIR)/preprocessed --subjects $(SUBJECT) --preset nice
 	$(BIN)/eeg2image embed $(THINGS) $(REF_DIR)/embeddings --encoder openclip:RN50/openai --views blur8 $(WEIGHTS_ARG)
-	$(BIN)/eeg2image embed $(THINGS) $(REF_DIR)/embeddings --encoder evnet-clip:RN50/openai --views original $(WEIGHTS_ARG)
+	$(BIN)/eeg2image embed $(THINGS) $(REF_DIR)/embeddings --encoder '$(EVNET)' --views original $(WEIGHTS_ARG)
 	$(BIN)/eeg2image train $(REF_DIR)/run-sub-$(SUBJECT) --preset reference --subjects $(SUBJECT) \
-		--preprocessed $(REF_DIR)/preprocessed --store $(REF_DIR)/embeddings --dataset $(THINGS)
+		--preprocessed $(REF_DIR)/preprocessed --store $(REF_DIR)/embeddings --dataset $(THINGS) \
+		--set 'data.evnet_encoder=$(EVNET)'
 	$(BIN)/eeg2image evaluate $(REF_DIR)/run-sub-$(SUBJECT)
 
 clean:

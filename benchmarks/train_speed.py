@@ -4,7 +4,8 @@ A full-size simulated subject: 16,540 training images x 63 channels x 250 sample
 once, as the reference system trains), 8 blur-level views + 1 EVNet view of 1024-d embeddings, the
 reference configuration (multi-level blur EEG encoder, blur + EVNet fusion, adapter, batch 1024, AdamW).
 The data are random (speed does not depend on them). Timed: whole epochs after one warm-up epoch, for
-S seeds trained together (stacked, vmap) and, for comparison, S = 1. On CUDA under bf16 autocast.
+S seeds trained together (stacked; vmap on CUDA, a loop over seeds on CPU by default) and, for comparison,
+S = 1. In float32 as the reference preset trains; ``--amp`` times bf16 autocast on CUDA.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def full_size_split(n: int, dim: int = 1024) -> RetrievalSplit:
     return RetrievalSplit(eeg, views, np.arange(n) // 10)
 
 
-def time_epochs(split: RetrievalSplit, seeds: int, epochs: int, device: str, engine: str) -> float:
-    cfg = run_config("reference", None, **{"train.epochs": epochs + 1}).train
+def time_epochs(split: RetrievalSplit, seeds: int, epochs: int, device: str, engine: str, amp: bool = False) -> float:
+    cfg = run_config("reference", None, **{"train.epochs": epochs + 1, "train.amp": amp}).train
     marks: list[float] = []
 
     def mark(epoch, rec):
@@ -49,15 +50,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="timed epochs (after one warm-up epoch)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--engine", default="auto", choices=["auto", "vmap", "loop"])
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only; the preset trains in float32)")
     args = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     split = full_size_split(args.images)
-    print(f"retrieval training speed: {args.images} x 63 x 250 EEG, reference configuration, {name}, {args.engine}")
+    prec = "bf16 autocast" if args.amp and device.startswith("cuda") else "float32"
+    print(
+        f"retrieval training speed: {args.images} x 63 x 250 EEG, reference configuration, {name}, "
+        f"engine {args.engine}, {prec}"
+    )
     print("| seeds stacked | s / epoch | s / seed-epoch | 10 seeds x 200 epochs (projected) |")
     print("|---|---|---|---|")
     for s in [int(x) for x in args.seeds.split(",")]:
-        t = time_epochs(split, s, args.epochs, device, args.engine)
+        t = time_epochs(split, s, args.epochs, device, args.engine, args.amp)
         projected = t / s * 10 * 200
         print(f"| {s} | {t:.2f} | {t / s:.2f} | {projected / 60:.1f} min |", flush=True)
 

@@ -10,7 +10,7 @@ from eeg2image.features.pairs import RetrievalSplit
 from eeg2image.models.fusion import TargetConfig
 from eeg2image.training.trainer import TrainConfig, train_seeds
 
-CFG = TrainConfig(eeg_encoder="linear", epochs=3, batch_size=30, lr=1e-3, reps_per_sample=2,
+CFG = TrainConfig(eeg_encoder="linear", epochs=3, batch_size=30, lr=1e-3, reps_per_sample=2, drop_last=False,
                   target=TargetConfig(adapter=True, adapter_dropout=0.5))  # fmt: skip
 
 

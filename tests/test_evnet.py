@@ -137,3 +137,5 @@ def test_evnet_adapter_clip_encoder_is_seeded_and_records_its_recipe(tmp_path, t
     assert not np.allclose(ea, c.encode(imgs))
     assert a.identity()["adapter"]["seed"] == 0 and c.identity()["input"] == "clip"
     assert a.identity()["evnet"]["v1_k_exc"] == 25.0 and a.identity()["evnet"]["m_cells"] is False
+    # each variant is its own store table: the name carries the non-default options
+    assert c.name == a.name + ";seed=1;input=clip" and ";" not in a.name

@@ -51,3 +51,38 @@ def test_switches():
     assert n_params["plain"] == 0 < n_params["blur"] < n_params["full"]
     with pytest.raises(KeyError, match="blur-k63"):
         blur({k: v for k, v in views.items() if k != "blur-k63"})
+
+
+def test_centering_removes_the_training_mean_and_travels_with_the_weights():
+    views = _views(b=40)
+    shared = torch.randn(16) * 5  # a large direction common to every image, as image encoders have
+    shifted = {k: v + shared for k, v in views.items()}
+    plain = TargetModel(TargetConfig(adapter=False), dim=16).eval()
+    centred = TargetModel(TargetConfig(adapter=False, center=True), dim=16).eval()
+    centred.set_centers(shifted)
+    assert torch.allclose(centred.centers[0], shifted["original"].mean(0), atol=1e-5)
+    out = centred(shifted)
+    assert torch.allclose(out, F.normalize(views["original"] - views["original"].mean(0), dim=-1), atol=1e-5)
+    assert not torch.allclose(plain(shifted), out, atol=1e-2)
+    # the means are fixed: other images (a test gallery) are centred with the training means
+    other = {k: v[:5] for k, v in shifted.items()}
+    assert torch.allclose(centred(other), out[:5], atol=1e-6)
+    assert "centers" in dict(centred.named_buffers()) and plain.centers.numel() == 0
+
+
+def test_trainer_centres_with_the_training_images_only():
+    import numpy as np
+
+    from eeg2image.features.pairs import RetrievalSplit
+    from eeg2image.training.trainer import TrainConfig, train_seeds
+
+    g = torch.Generator().manual_seed(0)
+    split = RetrievalSplit(torch.randn(40, 2, 4, 30, generator=g), {"original": torch.randn(40, 8, generator=g) + 3},
+                           np.arange(40))  # fmt: skip
+    train, val = split.subset(np.arange(30)), split.subset(np.arange(30, 40))
+    cfg = TrainConfig(eeg_encoder="linear", epochs=1, batch_size=10, target=TargetConfig(adapter=False, center=True))
+    res = train_seeds(cfg, [0, 1], train, val, device="cpu")
+    centers = res.stack.state_tensors()["target.centers"]
+    assert centers.shape == (2, 1, 8)
+    assert torch.allclose(centers[1, 0], train.views["original"].mean(0), atol=1e-6)
+    assert not torch.allclose(centers[1, 0], split.views["original"].mean(0), atol=1e-3)

@@ -115,3 +115,10 @@ def test_config_yaml_roundtrip_and_errors(tmp_path):
         load_config(_Cfg, {"sessions": ["a"]})
     with pytest.raises(ConfigError, match=r"unknown key.*inner\.j"):
         load_config(_Cfg, {"inner": {"j": 1}})
+
+
+def test_config_reads_exponent_floats_that_yaml_leaves_as_strings(tmp_path):
+    (tmp_path / "c.yaml").write_text("rate: 1e-3\n")  # PyYAML (YAML 1.1) gives the string '1e-3'
+    assert load_config(_Cfg, tmp_path / "c.yaml").rate == 0.001
+    with pytest.raises(ConfigError, match="rate: expected a number, got 'fast'"):
+        load_config(_Cfg, {"rate": "fast"})

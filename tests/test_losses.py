@@ -20,7 +20,7 @@ def test_aligned_pairs_give_low_loss_random_pairs_give_log_batch():
 
 
 def test_scale_modes_start_at_the_given_scale_and_only_learnable_ones_have_gradients():
-    for mode in ("fixed", "exp", "softplus"):
+    for mode in ("fixed", "exp", "softplus", "linear"):
         lossf = SymmetricInfoNCE(scale=2.727, scale_mode=mode)
         assert lossf.logit_scale.item() == pytest.approx(2.727, rel=1e-5)
         assert (len(list(lossf.parameters())) == 0) == (mode == "fixed")

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from eeg2image.cli import app
@@ -45,16 +46,26 @@ def quiet(*_a, **_k):
 
 
 @pytest.mark.parametrize(
-    ("encoder", "over"),
-    [("linear", {}), ("ved", {}), ("nice", {}), ("atms", {}), ("eegnet", {"train.lr": 3e-3}), ("shallow", {})],
+    ("encoder", "over", "min_top1", "min_top5"),
+    [
+        ("linear", {}, 8, 0.5),
+        ("ved", {}, 8, 0.5),
+        ("nice", {}, 8, 0.5),
+        ("atms", {}, 8, 0.5),
+        ("eegproject", {}, 8, 0.5),
+        ("eegnet", {"train.lr": 3e-3}, 8, 0.5),
+        ("shallow", {}, 5, 0.35),
+    ],
 )
-def test_every_encoder_learns_far_above_chance(learnable, tmp_path, encoder, over):
+def test_every_encoder_learns_far_above_chance(learnable, tmp_path, encoder, over, min_top1, min_top5):
     cfg = config_for(learnable, **{"train.eeg_encoder": encoder, **over})
     train_run(cfg, tmp_path / "run", progress=False, log=quiet)
     a = evaluate_run(tmp_path / "run", log=quiet)["final"]["sub-01"]["aggregate"]
-    # measured (seed 0): top-1 0.33 (shallow) .. 0.78 (atms); chance 0.025 / 0.125
-    assert a["top1"]["mean"] >= 8 / N_TEST, a
-    assert a["top5"]["mean"] >= 0.5, a
+    # chance 1/40 = 0.025 top-1, 0.125 top-5. Measured (seed 0, 30 epochs, drop_last): top-1 / top-5 linear 0.62 /
+    # 0.88, ved 0.72 / 0.95, nice 0.65 / 0.95, atms 0.72 / 0.95, eegproject 0.78 / 0.95, eegnet 0.35 / 0.82, shallow
+    # 0.17-0.33 / 0.43-0.65 (it varies most with the step count). 5 of 40 right by chance has p < 0.01.
+    assert a["top1"]["mean"] >= min_top1 / N_TEST, a
+    assert a["top5"]["mean"] >= min_top5, a
 
 
 def test_run_folder_outputs_resume_and_refusals(learnable, tmp_path):
@@ -149,3 +160,106 @@ def test_subject_modes_make_the_right_units():
     first = loso[0]
     assert (first.train_subjects, first.eval_subjects, first.subject_aware_eval) == ([2, 3], [1], False)
     assert len(loso) == 3
+
+
+def test_channels_are_picked_by_name_for_training_and_evaluation(learnable):
+    from eeg2image.data.things_eeg2 import UBP_17_CHANNELS
+    from eeg2image.features.pairs import load_pairs
+
+    pre = learnable / "pre/sub-01"
+    names = json.loads((pre / "manifest.json").read_text())["ch_names"]
+    assert sorted(names) == sorted(UBP_17_CHANNELS) and list(names) != list(UBP_17_CHANNELS)  # other order
+    args = (pre, learnable / "store", "test", ["original"], "sim-features")
+    full, ubp = load_pairs(*args), load_pairs(*args, channels="ubp17")
+    order = [names.index(c) for c in UBP_17_CHANNELS]
+    assert np.array_equal(ubp.eeg.numpy(), full.eeg.numpy()[:, :, order])
+    with pytest.raises(DataFormatError, match=r"channels \['Fp1'\] are not in the preprocessed data"):
+        load_pairs(*args, channels=["Fp1", "Oz"])
+
+
+def test_torchrun_two_gloo_processes_match_one_process(learnable, tmp_path):
+    """`torchrun --nproc-per-node 2 eeg2image train ...` (gloo on CPU) writes the run that one process writes."""
+    import os
+    import subprocess
+    import sys
+
+    sets = ["data.image_encoder=sim-features", "data.val_fraction=0.2", "train.batch_size=50", "train.drop_last=false",
+            "train.reps_per_sample=2", "train.target.adapter=true", "train.target.adapter_dropout=0.5"]  # fmt: skip
+    args = ["train", "--preprocessed", str(learnable / "pre"), "--store", str(learnable / "store"), "--encoder",
+            "linear", "--epochs", "3", "--seeds", "0-1", "--quiet", "--device", "cpu"]  # fmt: skip
+    for s in sets:
+        args += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "eeg2image.cli", args[0], str(tmp_path / "ddp"), *args[1:]]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = CliRunner().invoke(app, [args[0], str(tmp_path / "one"), *args[1:]])
+    assert res.exit_code == 0, res.output
+    for name in ("final", "best"):
+        wd, _ = load_weights(tmp_path / f"ddp/units/sub-01/{name}.safetensors")
+        w1, _ = load_weights(tmp_path / f"one/units/sub-01/{name}.safetensors")
+        assert set(wd) == set(w1)
+        for k in w1:
+            np.testing.assert_allclose(wd[k].numpy(), w1[k].numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+    hd = json.loads((tmp_path / "ddp/units/sub-01/history.json").read_text())
+    h1 = json.loads((tmp_path / "one/units/sub-01/history.json").read_text())
+    assert hd["best_epoch"] == h1["best_epoch"] and len(hd["epochs"]) == 3
+    np.testing.assert_allclose([e["loss"] for e in hd["epochs"]], [e["loss"] for e in h1["epochs"]], rtol=1e-4)
+
+
+def test_a_run_folder_from_an_older_version_is_refused_not_reinterpreted(tmp_path):
+    """A saved config that lacks a key (written before the key existed) differs from today's config, even where
+    today's default would fill the gap: the old run was not trained with it."""
+    import yaml
+
+    from eeg2image.config import to_dict
+    from eeg2image.training.trainer import TrainingError
+
+    cfg = run_config("demo", None)
+    saved = to_dict(cfg)
+    del saved["train"]["drop_last"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(TrainingError, match=r"differs in train\.drop_last.*nothing was overwritten"):
+        train_run(cfg, tmp_path / "run", progress=False, log=quiet)
+    assert yaml.safe_load((tmp_path / "run/config.yaml").read_text()) == saved
+
+
+def test_mismatched_inputs_are_named(learnable, tmp_path):
+    """Missing view, embeddings of other images or in another order, views of different sizes: one clear error each."""
+    from safetensors.numpy import load_file, save_file
+
+    from eeg2image.features.pairs import RetrievalSplit, load_pairs
+    from eeg2image.models.fusion import TargetConfig
+    from eeg2image.training.run import training_inputs
+    from eeg2image.training.trainer import check_dims
+
+    cfg = config_for(learnable, **{"train.target": {"blur_views": ["blur-k01", "blur-k03"]}})
+    with pytest.raises(DataFormatError, match=r"no training embeddings for view 'blur-k01'.*eeg2image embed"):
+        training_inputs(cfg, [1])
+
+    store = tmp_path / "store"
+    shutil.copytree(learnable / "store", store)
+    src = store / "training/original__sim-features"
+    man = json.loads(src.with_suffix(".json").read_text())
+    table = load_file(str(src.with_suffix(".safetensors")))
+
+    def fake_view(name, images, rows):
+        stem = store / f"training/{name}__sim-features"
+        save_file({k: v[rows] for k, v in table.items()}, str(stem.with_suffix(".safetensors")))
+        stem.with_suffix(".json").write_text(json.dumps({**man, "images": images, "n_images": len(images)}))
+
+    fake_view("reversed", man["images"][::-1], slice(None, None, -1))
+    fake_view("fewer", man["images"][:-3], slice(0, -3))
+    pre = learnable / "pre/sub-01"
+    with pytest.raises(DataFormatError, match="'reversed'.*list other images than 'original'"):
+        load_pairs(pre, store, "training", ["original", "reversed"], "sim-features")
+    with pytest.raises(DataFormatError, match=r"\d+ training EEG rows but \d+ embedded images"):
+        load_pairs(pre, store, "training", ["fewer"], "sim-features")
+
+    g = torch.Generator().manual_seed(0)
+    split = RetrievalSplit(torch.randn(4, 2, 3, 10, generator=g), {"a": torch.randn(4, 8), "b": torch.randn(4, 6)},
+                           np.arange(4))  # fmt: skip
+    with pytest.raises(DataFormatError, match="different embedding dimensions"):
+        check_dims(split, TargetConfig(blur_views=["a", "b"]))

@@ -46,7 +46,7 @@ def test_loop_fits_the_training_pairs_and_is_seeded(tiny_nice, tiny_store):
     assert again == hist  # seeded: the same run twice
 
 
-@pytest.mark.parametrize("encoder", ["linear", "ved", "nice", "atms", "eegnet", "shallow"])
+@pytest.mark.parametrize("encoder", ["linear", "ved", "nice", "atms", "eegproject", "eegnet", "shallow"])
 def test_stacked_seeds_equal_separate_runs(encoder):
     """Seed 1 trained beside seeds 0 and 2 under vmap = seed 1 trained alone (loop engine): same losses and the
     same embeddings. In float64, because in float32 the batched and unbatched kernels round differently and
@@ -143,3 +143,17 @@ def test_concept_disjoint_split_and_rep_subaveraging():
     assert torch.equal(average_reps(x, 0, None), x.mean(1))
     sub = average_reps(x, 2, torch.Generator().manual_seed(0))
     assert sub.shape == (2, 1, 1) and not torch.equal(sub, x.mean(1))
+
+
+def test_drop_last_and_schedule_switches():
+    split = random_split(n=75)
+    steps = {}
+    for drop in (True, False):
+        cfg = TrainConfig(eeg_encoder="linear", epochs=1, batch_size=30, drop_last=drop)
+        steps[drop] = train_seeds(cfg, [0], split, device="cpu").history[0]["steps"]
+    assert steps == {True: 2, False: 3}  # 30 + 30 (+ 15)
+    small = TrainConfig(eeg_encoder="linear", epochs=1, batch_size=100, drop_last=True)
+    assert train_seeds(small, [0], split, device="cpu").history[0]["steps"] == 1  # never zero steps
+    cos = TrainConfig(eeg_encoder="linear", epochs=4, batch_size=30, schedule="cosine", lr=1e-3)
+    lrs = [h["lr"] for h in train_seeds(cos, [0], split, device="cpu").history]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.2e-3 < 0.8e-3 < lrs[0]

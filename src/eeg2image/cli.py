@@ -162,7 +162,7 @@ def _sets(items: list[str] | None) -> dict[str, object]:
 @app.command()
 def train(
     out: Annotated[Path, typer.Argument(help="Run folder (created; a killed run resumes from it).")],
-    preset: Annotated[str | None, typer.Option(help="Starting point: reference | demo.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Starting point: reference | nice | atms | ubp | demo.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML RunConfig (over the preset).")] = None,
     preprocessed: Annotated[Path | None, typer.Option(help="Folder holding sub-XX/ from `preprocess`.")] = None,
     store: Annotated[Path | None, typer.Option(help="Embedding store from `embed`.")] = None,
@@ -171,7 +171,7 @@ def train(
     mode: Annotated[str | None, typer.Option(help="per_subject | joint | loso.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds trained together: 0,1,2 or 0-9.")] = None,
     encoder: Annotated[
-        str | None, typer.Option(help="EEG encoder: ved | nice | atms | eegnet | shallow | linear.")
+        str | None, typer.Option(help="EEG encoder: ved | nice | atms | eegproject | eegnet | shallow | linear.")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
@@ -186,7 +186,13 @@ def train(
             "data.subjects": _ints(subjects), "data.mode": mode, "seeds": _seeds(seeds),
             "train.eeg_encoder": encoder, "train.epochs": epochs, "device": device, **_sets(set_)}  # fmt: skip
     cfg = run_config(preset, config, **over)
-    train_run(cfg, out, progress=not quiet, log=typer.echo)
+    try:
+        train_run(cfg, out, progress=not quiet, log=typer.echo)
+    finally:
+        import torch.distributed as td
+
+        if td.is_available() and td.is_initialized():  # started by train_run under torchrun
+            td.destroy_process_group()
 
 
 @app.command()

@@ -103,8 +103,9 @@ def evaluate_run(run_dir: str | Path, *, log=print) -> dict[str, Any]:
                 raise TrainingError(f"{folder / fname}: weights of seeds {meta.get('seeds')}, config says {cfg.seeds}")
             for s in unit.eval_subjects:
                 if s not in tests:  # the test partition, read here and nowhere else
-                    tests[s] = load_pairs(subject_folder(cfg, s), cfg.data.store, "test", views,
-                                          cfg.data.image_encoder, cfg.data.evnet_encoder)  # fmt: skip
+                    d = cfg.data
+                    tests[s] = load_pairs(subject_folder(cfg, s), d.store, "test", views, d.image_encoder,
+                                          d.evnet_encoder, d.channels)  # fmt: skip
                 test = tests[s]
                 sims = _scores(_stack_for(cfg, weights, test, folder / fname), test, unit)
                 kway = _distractors(run_dir, cfg, test.n_images)

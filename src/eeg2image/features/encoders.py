@@ -433,7 +433,10 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
                 nn.Conv2d(64, 3, 3, padding=1),
             ).eval().to(device)  # fmt: skip
         self.adapter.requires_grad_(False)
-        self.name = f"evnet-clip:{clip.name.split(':', 1)[1]}"
+        # the name is the spec with its non-default options, so that each variant has its own store table
+        opts = [f"{k}={v}" for k, v, default in (("seed", seed, 0), ("input", input_mode, "raw"),
+                                                  ("evnet", evnet_preset, "reference")) if v != default]  # fmt: skip
+        self.name = ";".join([f"evnet-clip:{clip.name.split(':', 1)[1]}", *opts])
         self.dim = clip.dim
 
     def identity(self) -> dict:

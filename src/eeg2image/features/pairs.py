@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import read_our_preprocessed
+from ..data.things_eeg2 import resolve_channels
 from ..io import DataFormatError
 from .store import EmbeddingStore
 
@@ -95,9 +96,19 @@ def view_table_names(views: list[str], image_encoder: str, evnet_encoder: str | 
 
 
 def load_pairs(preprocessed: str | Path, store: str | Path, partition: str, views: list[str], image_encoder: str,
-               evnet_encoder: str | None = None) -> RetrievalSplit:  # fmt: skip
-    """EEG + embeddings of one partition, checked to refer to the same images in the same order."""
+               evnet_encoder: str | None = None, channels: str | list[str] | None = None
+               ) -> RetrievalSplit:  # fmt: skip
+    """EEG + embeddings of one partition, checked to refer to the same images in the same order. ``channels``:
+    a named channel set (``ubp17``, ...) or names, picked from the preprocessed channels (None: all of them)."""
     eeg = read_our_preprocessed(preprocessed, partition)
+    pick = None
+    if channels is not None:
+        names = resolve_channels(channels)
+        missing = [c for c in names if c not in eeg.ch_names]
+        if missing:
+            raise DataFormatError(f"{preprocessed}: channels {missing} are not in the preprocessed data "
+                                  f"({len(eeg.ch_names)} channels: {', '.join(eeg.ch_names)})")  # fmt: skip
+        pick = [eeg.ch_names.index(c) for c in names]
     st = EmbeddingStore(store)
     tables, rel = {}, None
     for name, (view, enc) in view_table_names(views, image_encoder, evnet_encoder).items():
@@ -111,5 +122,6 @@ def load_pairs(preprocessed: str | Path, store: str | Path, partition: str, view
         raise DataFormatError(
             f"{preprocessed}: {eeg.shape[0]} {partition} EEG rows but {0 if rel is None else len(rel)} embedded images"
         )
-    data = torch.from_numpy(np.array(eeg.data, dtype=np.float32))  # a writable copy on the host
+    data = np.asarray(eeg.data)
+    data = torch.from_numpy(np.array(data if pick is None else data[:, :, pick], dtype=np.float32))  # a host copy
     return RetrievalSplit(data, tables, concept_of(rel), sfreq=float(eeg.sfreq))

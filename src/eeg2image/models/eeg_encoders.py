@@ -172,6 +172,19 @@ class ATMSEncoder(nn.Module):
         return self.proj(self.tsconv(h[:, 1:]))  # every channel token, the subject token dropped
 
 
+@register_eeg_encoder("eegproject")
+class EEGProjectEncoder(nn.Module):
+    """UBP's ``EEGProjectLayer`` (Wu et al., CVPR 2025, HaitaoWuTJU/Uncertainty-aware-Blur-Prior): flatten
+    (B, C=17, T=250) -> 4250 -> Linear -> residual (GELU, Linear, Dropout 0.3) -> LayerNorm -> (B, out_dim)."""
+
+    def __init__(self, n_chans: int = 17, n_times: int = 250, out_dim: int = 1024, dropout: float = 0.3, **_: object):
+        super().__init__()
+        self.proj = ProjectionHead(n_chans * n_times, out_dim, dropout)
+
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        return self.proj(x.flatten(1))
+
+
 @register_eeg_encoder("linear")
 class LinearEncoder(nn.Module):
     """Baseline: flatten (C * T) -> Linear -> out_dim (ridge-like when trained with weight decay)."""

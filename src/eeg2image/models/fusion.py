@@ -8,7 +8,16 @@ Every part is a switch, so an ablation is one flag (``TargetConfig``):
 - **EVNet fusion** (the reference system, Chikit-WONG/DL_Project): ``softmax(w)[0] * blur + softmax(w)[1] *
   evnet`` with ``w`` initialised to (0.7, 0.3);
 - **adapter**: Linear(D, 768) -> ELU -> Dropout(0.85) -> Linear(768, D), applied to the fused vector;
-- otherwise a single (plain) embedding passes through.
+- **uncertainty-aware blur** (Wu et al., CVPR 2025, HaitaoWuTJU/Uncertainty-aware-Blur-Prior): three views
+  of one image blurred less / as much / more (UBP: foveated blur k = 45 / 51 / 57). In training, each pair's
+  target is taken from one of them according to how well the pair matches (``training.uncertainty``);
+  the validation and test galleries use the middle one;
+- otherwise a single (plain) embedding passes through;
+- **centring** (off by default; no peer does it): subtract from every view the mean embedding of the training
+  images before L2 normalisation. Image encoders put most of an embedding's length in a direction shared by
+  all images (offline EVNet: mean cosine 0.90 between images); centring keeps what tells images apart. The
+  means come from the training images only and are stored in the model (buffer ``centers``), so the
+  validation and test galleries are centred with the training means.
 
 Inputs are L2-normalised per view (as the peers cached them); the output is not (the loss normalises).
 The same module, in eval mode, turns the test images' views into the retrieval gallery.
@@ -33,6 +42,27 @@ class TargetConfig:
     adapter: bool = True
     adapter_hidden: int = 768
     adapter_dropout: float = 0.85
+    # UBP's uncertainty-aware blur: [less, medium, more] blurred views, e.g. fovea-k45-g3, fovea-k51-g3,
+    # fovea-k57-g3 (empty: off). ``gamma``: weight of the new diagonal logit in its running average;
+    # ``z``: pairs beyond mean +/- z sd of the batch get less / more blur (UBP: 0.3 and 1.96, alpha 0.05).
+    center: bool = False
+    uncertainty_views: list[str] = field(default_factory=list)
+    uncertainty_gamma: float = 0.3
+    uncertainty_z: float = 1.96
+
+    def __post_init__(self) -> None:
+        if self.uncertainty_views and len(self.uncertainty_views) != 3:
+            raise ValueError(f"target.uncertainty_views needs 3 views (less, medium, more blur), got "
+                             f"{self.uncertainty_views}")  # fmt: skip
+        if self.uncertainty_views and self.blur_views:
+            raise ValueError("target.uncertainty_views and target.blur_views exclude each other: choose one")
+        if not 0 < self.uncertainty_gamma <= 1:
+            raise ValueError(f"target.uncertainty_gamma must be in (0, 1], got {self.uncertainty_gamma}")
+
+    @property
+    def single_view(self) -> str:
+        """The view a target without blur-level fusion starts from (the medium blur under UBP)."""
+        return self.uncertainty_views[1] if self.uncertainty_views else self.plain_view
 
 
 class BlurLevelFusion(nn.Module):
@@ -83,9 +113,23 @@ class TargetModel(nn.Module):
             if cfg.adapter
             else None
         )
+        self.register_buffer("centers", torch.zeros(len(self.required_views()) if cfg.center else 0, dim))
+
+    @torch.no_grad()
+    def set_centers(self, views: dict[str, torch.Tensor]) -> None:
+        """Store the mean embedding of every required view over ``views`` (the training images)."""
+        if self.cfg.center:
+            self.centers.copy_(torch.stack([views[v].double().mean(dim=0).to(self.centers.dtype)
+                                            for v in self.required_views()]))  # fmt: skip
+
+    def _view(self, views: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        x = views[name]
+        if self.cfg.center:
+            x = x - self.centers[self.required_views().index(name)]
+        return F.normalize(x, dim=-1)
 
     def required_views(self) -> list[str]:
-        views = list(self.cfg.blur_views) or [self.cfg.plain_view]
+        views = list(self.cfg.blur_views) or list(self.cfg.uncertainty_views) or [self.cfg.plain_view]
         return views + ([f"evnet:{self.cfg.evnet_view}"] if self.cfg.evnet_view else [])
 
     def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -93,11 +137,11 @@ class TargetModel(nn.Module):
         if missing:
             raise KeyError(f"target needs views {missing}; got {sorted(views)}")
         if self.blur is not None:
-            x = self.blur(torch.stack([F.normalize(views[v], dim=-1) for v in self.cfg.blur_views], dim=1))
+            x = self.blur(torch.stack([self._view(views, v) for v in self.cfg.blur_views], dim=1))
         else:
-            x = F.normalize(views[self.required_views()[0]], dim=-1)
+            x = self._view(views, self.cfg.single_view)
         if self.evnet is not None:
-            x = self.evnet(x, F.normalize(views[f"evnet:{self.cfg.evnet_view}"], dim=-1))
+            x = self.evnet(x, self._view(views, f"evnet:{self.cfg.evnet_view}"))
         if self.adapter is not None:
             x = self.adapter(x)
         return x

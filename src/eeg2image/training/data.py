@@ -17,13 +17,14 @@ __all__ = ["RetrievalSplit", "concept_disjoint_split", "load_split"]
 
 
 def load_split(preprocessed: str | Path, store: str | Path, partition: str, views: list[str], image_encoder: str,
-               evnet_encoder: str | None = None) -> RetrievalSplit:  # fmt: skip
+               evnet_encoder: str | None = None, channels: str | list[str] | None = None
+               ) -> RetrievalSplit:  # fmt: skip
     if partition != "training":
         raise DataFormatError(
             f"training code reads only the training partition, not {partition!r}; the test partition is read by "
             "evaluation alone"
         )
-    return load_pairs(preprocessed, store, partition, views, image_encoder, evnet_encoder)
+    return load_pairs(preprocessed, store, partition, views, image_encoder, evnet_encoder, channels)
 
 
 def concept_disjoint_split(concept: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ScaleMode = Literal["fixed", "exp", "softplus"]
+ScaleMode = Literal["fixed", "exp", "softplus", "linear"]
 
 
 class SymmetricInfoNCE(nn.Module):
@@ -21,9 +21,10 @@ class SymmetricInfoNCE(nn.Module):
       work, the reference system: then the EEG norm acts as a learned per-sample temperature).
     - ``scale``: the initial logit scale ``s`` (1/temperature). The multi-level blur work uses 1 (fixed);
       NICE 1/0.07 (fixed, since it left it out of its optimiser); CLIP 1/0.07 learnable.
-    - ``scale_mode``: ``fixed``; ``exp`` (``s = exp(p)``, CLIP); ``softplus`` (``s = softplus(p)``, UBP).
-      ``p`` is initialised so that ``s`` starts at ``scale`` (UBP initialised ``p = log(1/0.07)``, i.e.
-      ``s = softplus(2.659) = 2.727``: pass ``scale=2.727`` to reproduce it).
+    - ``scale_mode``: ``fixed``; ``exp`` (``s = exp(p)``, CLIP); ``softplus`` (``s = softplus(p)``, UBP);
+      ``linear`` (``s = p``, learnable: ATM used its ``log(1/0.07)``-initialised parameter without ``exp``, so
+      ``s`` starts at 2.659). ``p`` is initialised so that ``s`` starts at ``scale`` (UBP initialised
+      ``p = log(1/0.07)``, i.e. ``s = softplus(2.659) = 2.727``: pass ``scale=2.727`` to reproduce it).
     """
 
     def __init__(self, scale: float = 1.0, scale_mode: ScaleMode = "fixed", normalize_eeg: bool = False):
@@ -37,8 +38,10 @@ class SymmetricInfoNCE(nn.Module):
             self.p = nn.Parameter(torch.tensor(math.log(scale)))
         elif scale_mode == "softplus":
             self.p = nn.Parameter(torch.tensor(scale + math.log(-math.expm1(-scale))))  # softplus^-1
+        elif scale_mode == "linear":
+            self.p = nn.Parameter(torch.tensor(float(scale)))
         else:
-            raise ValueError(f"scale_mode must be fixed, exp or softplus, got {scale_mode!r}")
+            raise ValueError(f"scale_mode must be fixed, exp, softplus or linear, got {scale_mode!r}")
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -53,6 +56,12 @@ class SymmetricInfoNCE(nn.Module):
         if self.normalize_eeg:
             eeg = F.normalize(eeg, dim=-1)
         return self.logit_scale * eeg @ image.T
+
+    def diagonal_logits(self, eeg: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The logits of the true pairs, ``logits(eeg, image).diagonal()`` without the (B, B) matrix."""
+        if self.normalize_eeg:
+            eeg = F.normalize(eeg, dim=-1)
+        return self.logit_scale * (eeg * F.normalize(image, dim=-1)).sum(dim=-1)
 
     def forward(self, eeg: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         if eeg.shape[0] != image.shape[0] or eeg.shape[0] < 2:

@@ -49,6 +49,7 @@ class DataConfig:
     mode: Literal["per_subject", "joint", "loso"] = "per_subject"
     image_encoder: str = "evnet"  # encoder of the target views in the store
     evnet_encoder: str | None = None  # encoder of the ``evnet:<view>`` view (EVNet fusion)
+    channels: str | list[str] | None = None  # pick channels of the preprocessed EEG: ubp17, ... or names (None: all)
     val_fraction: float = 0.1  # share of training concepts held out for validation (0: none)
     val_seed: int = 0
 
@@ -93,9 +94,64 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
             "logit_scale": 1.0,
             "scale_mode": "fixed",
             "normalize_eeg": False,
+            "drop_last": True,
+            "amp": False,  # the reference trained in float32; --set train.amp=true for bf16 speed on GPUs
             "target": {"blur_views": BLUR8_VIEWS, "evnet_view": "original", "adapter": True},
         },
         "seeds": list(range(21, 31)),  # the reference's seeds 21..30
+    },
+    "nice": {  # NICE (Song et al., ICLR 2024) on our data: its recipe, our concept-disjoint validation
+        "data": {"image_encoder": "openclip:ViT-L-14/openai", "val_fraction": 0.045},  # NICE: 740 of 16,540 images
+        "train": {
+            "eeg_encoder": "nice",
+            "epochs": 200,
+            "batch_size": 1000,
+            "lr": 2e-4,
+            "betas": [0.5, 0.999],
+            "weight_decay": 0.0,  # Adam without weight decay
+            "drop_last": False,
+            "logit_scale": 14.2857,  # 1/0.07, fixed (NICE left it out of its optimiser)
+            "scale_mode": "fixed",
+            "normalize_eeg": True,
+            "amp": False,
+            "target": {"plain_view": "original", "adapter": False},
+        },
+        "seeds": [0, 1, 2, 3, 4],
+    },
+    "atms": {  # ATM-S (Li et al., NeurIPS 2024) on our data; without its 0.01 text term and test-set selection
+        "data": {"image_encoder": "openclip:ViT-H-14/laion2b_s32b_b79k", "val_fraction": 0.1},
+        "train": {
+            "eeg_encoder": "atms",
+            "epochs": 40,
+            "batch_size": 64,
+            "lr": 3e-4,
+            "weight_decay": 0.01,
+            "drop_last": True,
+            "logit_scale": 2.6593,  # log(1/0.07), used without exp (scale_mode linear), learnable
+            "scale_mode": "linear",
+            "normalize_eeg": False,
+            "reps_per_sample": 1,  # ATM trains on single trials; here one random repetition per image and step
+            "amp": False,
+            "target": {"plain_view": "original", "adapter": False},
+        },
+        "seeds": [0],
+    },
+    "ubp": {  # UBP (Wu et al., CVPR 2025), intra-subject: 17 channels, EEGProjectLayer, uncertainty-aware fovea blur
+        "data": {"image_encoder": "openclip:RN50/openai", "channels": "ubp17", "val_fraction": 0.0},
+        "train": {
+            "eeg_encoder": "eegproject",
+            "epochs": 50,  # UBP: at most 50, early stopping on the training loss (not built: final epoch here)
+            "batch_size": 1024,
+            "lr": 1e-4,
+            "weight_decay": 1e-4,
+            "logit_scale": 2.7269,  # softplus(log(1/0.07)), learnable
+            "scale_mode": "softplus",
+            "normalize_eeg": False,
+            "drop_last": False,
+            "amp": False,
+            "target": {"uncertainty_views": ["fovea-k45-g3", "fovea-k51-g3", "fovea-k57-g3"], "adapter": False},
+        },
+        "seeds": [0],
     },
     "demo": {
         "data": {"image_encoder": "sim-features", "val_fraction": 0.1},
@@ -201,7 +257,7 @@ def load_unit_data(cfg: RunConfig, unit: Unit):
 
     views = required_views(cfg.train.target)
     splits = {s: load_split(subject_folder(cfg, s), cfg.data.store, "training", views, cfg.data.image_encoder,
-                            cfg.data.evnet_encoder) for s in unit.train_subjects}  # fmt: skip
+                            cfg.data.evnet_encoder, cfg.data.channels) for s in unit.train_subjects}  # fmt: skip
     split = join_subjects(splits)
     check_dims(split, cfg.train.target)
     if cfg.data.val_fraction <= 0:
@@ -266,12 +322,10 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=pri
         if rank != 0:
             progress, log = False, (lambda *a, **k: None)
     cfg_path = out / "config.yaml"
-    if cfg_path.is_file():
-        old = read_config_file(cfg_path)
-        if to_dict(old) != to_dict(cfg):
-            changed = _diff(to_dict(old), to_dict(cfg))
-            raise TrainingError(f"{out} holds a run of another configuration (differs in {', '.join(changed)}); "
-                                "train into a new folder — nothing was overwritten")  # fmt: skip
+    changed = config_changes(cfg_path, cfg)
+    if changed:
+        raise TrainingError(f"{out} holds a run of another configuration (differs in {', '.join(changed)}); "
+                            "train into a new folder — nothing was overwritten")  # fmt: skip
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, cfg_path)
@@ -293,6 +347,7 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=pri
                           progress=progress, distributed=distributed)  # fmt: skip
         seconds = time.perf_counter() - t0
         if rank != 0:
+            _barrier(distributed)  # rank 0 is writing this unit's files
             continue
         save_weights(folder / "final.safetensors", res.stack.state_tensors(), cfg.seeds, {"epoch": cfg.train.epochs})
         if res.best is not None:
@@ -302,11 +357,29 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=pri
                                              "seconds": seconds, "resumed_from": res.resumed_from})  # fmt: skip
         plot_curves(res.history, list(cfg.seeds), folder / "curves.png", title=unit.name)
         log(f"{unit.name}: trained in {seconds:.0f} s -> {folder}")
-    if rank != 0:
-        return out
-    write_manifest(out, stage="train", config=to_dict(cfg), inputs=all_inputs,
-                   outputs={u.name: f"units/{u.name}" for u in units_of(cfg)})  # fmt: skip
+        _barrier(distributed)
+    if rank == 0:
+        write_manifest(out, stage="train", config=to_dict(cfg), inputs=all_inputs,
+                       outputs={u.name: f"units/{u.name}" for u in units_of(cfg)})  # fmt: skip
     return out
+
+
+def _barrier(distributed: bool) -> None:
+    if distributed:
+        import torch.distributed as td
+
+        td.barrier()
+
+
+def config_changes(path: Path, cfg: RunConfig) -> list[str]:
+    """The keys in which the run config saved at ``path`` differs from ``cfg`` ([] when there is none). Compared
+    as saved: a key the saved file lacks (written by an older version) is a difference, not today's default."""
+    import yaml
+
+    if not Path(path).is_file():
+        return []
+    saved = yaml.safe_load(Path(path).read_text()) or {}
+    return _diff(saved, to_dict(cfg))
 
 
 def read_config_file(path: Path) -> RunConfig:

@@ -42,6 +42,7 @@ from ..models.eeg_encoders import build_eeg_encoder
 from ..models.fusion import TargetConfig, TargetModel
 from .data import RetrievalSplit
 from .losses import SymmetricInfoNCE
+from .uncertainty import UncertainBlurState
 
 
 @dataclass
@@ -54,14 +55,16 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 1024
     lr: float = 1e-3
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # AdamW's (decoupled); 0 with betas (0.5, 0.999) is NICE's Adam
+    betas: tuple[float, float] = (0.9, 0.999)
+    drop_last: bool = True  # drop the last, smaller batch of an epoch (VED, the reference); False: train on it
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_epochs: int = 0
     logit_scale: float = 1.0
-    scale_mode: Literal["fixed", "exp", "softplus"] = "fixed"
+    scale_mode: Literal["fixed", "exp", "softplus", "linear"] = "fixed"
     normalize_eeg: bool = False
     reps_per_sample: int = 0  # 0: average all repetitions; k: average a random k of them at every step
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU); the peers trained in float32
 
 
 class TrainingError(Eeg2ImageError):
@@ -87,16 +90,23 @@ class RetrievalModel(nn.Module):
             return self.target(b)
         if mode == "loss":  # (EEG embeddings, targets) -> scalar loss
             return self.loss(a, b)
+        if mode == "diag":  # (EEG embeddings, targets) -> the true pairs' logits
+            return self.loss.diagonal_logits(a, b)
         raise ValueError(f"unknown mode {mode!r}")
 
 
 def build_models(cfg: TrainConfig, seeds: list[int], n_chans: int, n_times: int, dim: int,
-                 sfreq: float | None = None) -> list[RetrievalModel]:  # fmt: skip
-    """One model per seed, each initialised from ``torch.manual_seed(seed)`` as if built alone."""
+                 sfreq: float | None = None, train_views: dict[str, torch.Tensor] | None = None
+                 ) -> list[RetrievalModel]:  # fmt: skip
+    """One model per seed, each initialised from ``torch.manual_seed(seed)`` as if built alone; with
+    ``train_views`` (the training images' embeddings) the target's centring means are set from them."""
     models = []
     for s in seeds:
         torch.manual_seed(s)
-        models.append(use_keyed_dropout(RetrievalModel(cfg, n_chans, n_times, dim, sfreq)))
+        model = use_keyed_dropout(RetrievalModel(cfg, n_chans, n_times, dim, sfreq))
+        if train_views is not None:
+            model.target.set_centers(train_views)
+        models.append(model)
     return models
 
 
@@ -137,11 +147,13 @@ class SeedStack(nn.Module):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         own = self.state_tensors()
-        missing = sorted(set(own) - set(tensors))
+        missing = sorted(n for n in set(own) - set(tensors) if own[n].numel())  # empty ones: a switch that is off
         if missing:
             raise TrainingError(f"{source}: missing weights {missing[:5]}; it was made by another configuration")
         with torch.no_grad():
             for n, t in own.items():
+                if n not in tensors:
+                    continue
                 if tensors[n].shape != t.shape:
                     raise TrainingError(f"{source}: {n} has shape {tuple(tensors[n].shape)}, expected {tuple(t.shape)}")
                 t.copy_(tensors[n])
@@ -177,14 +189,19 @@ class SeedStack(nn.Module):
         return torch.stack(outs)
 
     def forward(self, x: torch.Tensor, views: dict[str, torch.Tensor], subject: torch.Tensor, keys: torch.Tensor,
-                row_offset: int = 0, gather: Callable | None = None) -> torch.Tensor:  # fmt: skip
-        """One training step's per-seed losses (S,): embed, gather the batch across processes, InfoNCE."""
+                row_offset: int = 0, gather: Callable | None = None, with_diag: bool = False) -> Any:  # fmt: skip
+        """One training step's per-seed losses (S,): embed, gather the batch across processes, InfoNCE.
+        ``with_diag``: also the true pairs' logits of the whole batch (S, B), detached."""
         e, t = self.run("both", x, views, subject, keys, row_offset=row_offset)
         if gather is not None:
             e, t = gather(e), gather(t)
         if e.dtype in (torch.float16, torch.bfloat16):  # the loss in full precision under autocast
             e, t = e.float(), t.float()
-        return self.run("loss", e, t)
+        losses = self.run("loss", e, t)
+        if with_diag:
+            with torch.no_grad():
+                return losses, self.run("diag", e.detach(), t.detach())
+        return losses
 
 
 def average_reps(eeg: torch.Tensor, k: int, gen: torch.Generator | None) -> torch.Tensor:
@@ -292,7 +309,8 @@ _STATE, _STATE_JSON = "state.safetensors", "state.json"
 
 
 def _save_state(folder: Path, stack: SeedStack, opt: torch.optim.Optimizer, gens: list[torch.Generator],
-                best: dict[str, torch.Tensor] | None, meta: dict[str, Any]) -> None:  # fmt: skip
+                best: dict[str, torch.Tensor] | None, meta: dict[str, Any],
+                blur_state: UncertainBlurState | None = None) -> None:  # fmt: skip
     from safetensors.torch import save_file
 
     tensors = {f"model/{n}": t.detach().cpu().contiguous() for n, t in stack.state_tensors().items()}
@@ -305,14 +323,21 @@ def _save_state(folder: Path, stack: SeedStack, opt: torch.optim.Optimizer, gens
                 tensors[f"opt/{names[id(p)]}/{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
     for i, g in enumerate(gens):
         tensors[f"gen/{i}"] = g.get_state()
+    if blur_state is not None:
+        tensors.update({f"uncertainty/{k}": v.cpu().contiguous() for k, v in blur_state.tensors().items()})
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / _STATE) as tmp:
         save_file(tensors, str(tmp))
     write_json(folder / _STATE_JSON, meta)  # written last: it names the epoch the tensors belong to
 
 
-def _load_state(folder: Path, stack: SeedStack, opt: torch.optim.Optimizer, gens: list[torch.Generator]
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:  # fmt: skip
+def _load_state(
+    folder: Path,
+    stack: SeedStack,
+    opt: torch.optim.Optimizer,
+    gens: list[torch.Generator],
+    blur_state: UncertainBlurState | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from safetensors.torch import load_file
 
     meta = read_json(folder / _STATE_JSON)
@@ -328,6 +353,8 @@ def _load_state(folder: Path, stack: SeedStack, opt: torch.optim.Optimizer, gens
     opt.state.update(opt_state)
     for i, g in enumerate(gens):
         g.set_state(tensors[f"gen/{i}"])
+    if blur_state is not None:
+        blur_state.load({k[12:]: v for k, v in tensors.items() if k.startswith("uncertainty/")}, str(folder / _STATE))
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
     return best, meta
 
@@ -368,7 +395,7 @@ def train_seeds(
     dim = next(iter(train.views.values())).shape[1]
     n_chans, n_times = train.eeg.shape[2], train.eeg.shape[3]
     engine = resolve_engine(engine, dev)
-    stack = SeedStack(build_models(cfg, seeds, n_chans, n_times, dim, train.sfreq), engine).to(dev)
+    stack = SeedStack(build_models(cfg, seeds, n_chans, n_times, dim, train.sfreq, train.views), engine).to(dev)
     model: nn.Module = stack
     gather_group = None
     if dist.world > 1:
@@ -376,7 +403,7 @@ def train_seeds(
 
         gather_group = td.new_group(backend=td.get_backend())
         model = nn.parallel.DistributedDataParallel(stack, device_ids=[dev.index] if dev.type == "cuda" else None)
-    opt = torch.optim.AdamW(stack.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(stack.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
 
     eeg = train.eeg.to(dev)
@@ -386,12 +413,17 @@ def train_seeds(
     subject = torch.as_tensor(train.subject, device=dev)
     views = {k: v.to(dev) for k, v in train.views.items()}
     n = len(train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    # drop_last keeps whole batches only (at least one: a split smaller than a batch is one batch)
+    steps_per_epoch = max(1, n // cfg.batch_size) if cfg.drop_last else math.ceil(n / cfg.batch_size)
     val_q = val_sub = None
     if val is not None:
         vq, vs, val_img = split_queries(val)
         val_q, val_sub = vq.to(dev), vs.to(dev)
 
+    tcfg = cfg.target
+    blur_state = None
+    if tcfg.uncertainty_views:  # UBP: each pair's target view follows how well it matches (training.uncertainty)
+        blur_state = UncertainBlurState(len(seeds), n, tcfg.uncertainty_gamma, tcfg.uncertainty_z, device=dev)
     history: list[dict[str, Any]] = []
     best: dict[str, torch.Tensor] | None = None
     best_epoch: list[int] | None = None
@@ -405,7 +437,7 @@ def train_seeds(
                 f"{ckpt}: the checkpoint there was made by another configuration or other inputs; "
                 "train into a new folder (or delete that one) — nothing was overwritten"
             )
-        best_loaded, meta = _load_state(ckpt, stack, opt, gens)
+        best_loaded, meta = _load_state(ckpt, stack, opt, gens, blur_state)
         start, history = meta["epoch"], meta["history"]
         if best_loaded:
             best = {k: v.to(dev) for k, v in best_loaded.items()}
@@ -430,7 +462,7 @@ def train_seeds(
                 continue
             sizes = [len(c) for c in torch.tensor_split(idx_full[0], dist.world)]
             lo = sum(sizes[: dist.rank])
-            xs, subs, img = [], [], []
+            xs, subs, img, rows = [], [], [], []
             for s, idx in enumerate(idx_full):
                 # every process draws the whole batch's sub-averaging, then keeps its slice
                 picks = _rep_picks(eeg.shape[1], cfg.reps_per_sample, len(idx), gens[s])
@@ -438,12 +470,16 @@ def train_seeds(
                 xs.append(_average(eeg[mine], None if picks is None else picks[lo : lo + sizes[dist.rank]].to(dev)))
                 subs.append(subject[mine])
                 img.append(image[mine])
+                rows.append(mine)
             x, sub, im = torch.stack(xs), torch.stack(subs), torch.stack(img)
             vb = {k: v[im] for k, v in views.items()}
+            if blur_state is not None:
+                vb[tcfg.single_view] = blur_state.select([vb[v] for v in tcfg.uncertainty_views], torch.stack(rows))
             keys = torch.tensor([step_key(s, step) for s in seeds], dtype=torch.int64, device=dev)
             gather = _gather_rows(dist.world, sizes, gather_group) if dist.world > 1 else None
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                losses = model(x, vb, sub, keys, row_offset=lo, gather=gather)
+                out = model(x, vb, sub, keys, row_offset=lo, gather=gather, with_diag=blur_state is not None)
+            losses, diag = out if blur_state is not None else (out, None)
             if not torch.isfinite(losses).all():
                 bad = [seeds[i] for i in torch.nonzero(~torch.isfinite(losses)).flatten().tolist()]
                 raise TrainingError(f"epoch {epoch + 1}, step {b + 1}: the loss of seed(s) {bad} became NaN/Inf; "
@@ -451,10 +487,15 @@ def train_seeds(
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
+            if blur_state is not None:
+                blur_state.update(torch.stack(idx_full).to(dev), diag)
             totals += losses.detach().double().cpu()
             counted += 1
-        rec: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+        rec: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "steps": counted,
                                "loss": (totals / max(counted, 1)).tolist()}  # fmt: skip
+        if blur_state is not None:
+            blur_state.end_epoch()
+            rec.update({f"blur_{k}": v for k, v in blur_state.counts().items()})
         if val is not None:
             m = rank_metrics(embed_eeg(stack, val_q, val_sub), embed_targets(stack, val.views), val_img)
             rec.update({f"val_{k}": v.tolist() for k, v in m.items()})
@@ -474,7 +515,7 @@ def train_seeds(
         if ckpt is not None and dist.rank == 0 and (done % checkpoint_every == 0 or done == cfg.epochs):
             meta = {"epoch": done, "history": history, "seeds": list(seeds), "fingerprint": fingerprint,
                     "best_epoch": best_epoch, "best_score": best_score.tolist()}  # fmt: skip
-            _save_state(ckpt, stack, opt, gens, best, meta)
+            _save_state(ckpt, stack, opt, gens, best, meta, blur_state)
         if dist.world > 1:
             import torch.distributed as td
 
