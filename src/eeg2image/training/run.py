@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,7 +356,8 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=pri
         write_json(folder / "history.json", {"seeds": list(cfg.seeds), "epochs": res.history,
                                              "best_epoch": res.best_epoch, "select_on": cfg.select_on,
                                              "seconds": seconds, "resumed_from": res.resumed_from})  # fmt: skip
-        plot_curves(res.history, list(cfg.seeds), folder / "curves.png", title=unit.name)
+        chance = (math.log(min(cfg.train.batch_size, len(train))), None if val is None else 1 / val.n_images)
+        plot_curves(res.history, list(cfg.seeds), folder / "curves.png", title=unit.name, chance=chance)
         log(f"{unit.name}: trained in {seconds:.0f} s -> {folder}")
         _barrier(distributed)
     if rank == 0:
@@ -399,7 +401,10 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def plot_curves(history: list[dict[str, Any]], seeds: list[int], path: Path, title: str = "") -> None:
+def plot_curves(history: list[dict[str, Any]], seeds: list[int], path: Path, title: str = "",
+                chance: tuple[float | None, float | None] = (None, None)) -> None:  # fmt: skip
+    """Training loss and validation top-1 per seed; ``chance``: (loss, top-1) of a model that knows nothing,
+    drawn dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -413,8 +418,12 @@ def plot_curves(history: list[dict[str, Any]], seeds: list[int], path: Path, tit
         if has_val:
             axes[0, 1].plot(epochs, [h["val_top1"][i] for h in history], lw=1)
     axes[0, 0].set(xlabel="epoch", ylabel="training loss (InfoNCE)", title=title)
+    if chance[0] is not None:
+        axes[0, 0].axhline(chance[0], color="grey", ls="--", lw=1, label="chance")
     if has_val:
         axes[0, 1].set(xlabel="epoch", ylabel="validation top-1 (concept-disjoint)")
+        if chance[1] is not None:
+            axes[0, 1].axhline(chance[1], color="grey", ls="--", lw=1)
     if len(seeds) <= 10:
         axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
