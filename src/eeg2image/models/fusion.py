@@ -114,6 +114,7 @@ class TargetModel(nn.Module):
             else None
         )
         self.register_buffer("centers", torch.zeros(len(self.required_views()) if cfg.center else 0, dim))
+        self._center_row = {v: i for i, v in enumerate(self.required_views())}  # view -> row of ``centers``
 
     @torch.no_grad()
     def set_centers(self, views: dict[str, torch.Tensor]) -> None:
@@ -125,7 +126,7 @@ class TargetModel(nn.Module):
     def _view(self, views: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         x = views[name]
         if self.cfg.center:
-            x = x - self.centers[self.required_views().index(name)]
+            x = x - self.centers[self._center_row[name]]
         return F.normalize(x, dim=-1)
 
     def required_views(self) -> list[str]:
