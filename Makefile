@@ -18,8 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/eeg2image demo --workdir $(DEMO_DIR)
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+test: lint
 	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: $(STAMP)

@@ -8,8 +8,19 @@ from eeg2image.cli import app
 
 
 def test_embed_then_cached(tiny_dataset, tmp_path):
-    args = ["embed", str(tiny_dataset), str(tmp_path / "store"), "--encoder", "evnet", "--views", "original,edges",
-            "--partitions", "test", "--text-encoder", "minilm"]  # fmt: skip
+    args = [
+        "embed",
+        str(tiny_dataset),
+        str(tmp_path / "store"),
+        "--encoder",
+        "evnet",
+        "--views",
+        "original,edges",
+        "--partitions",
+        "test",
+        "--text-encoder",
+        "minilm",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert first.output.count("computed") == 3 and "text-template" in first.output

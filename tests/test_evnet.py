@@ -124,9 +124,15 @@ def test_evnet_adapter_clip_encoder_is_seeded_and_records_its_recipe(tmp_path, t
     from eeg2image.features.views import Original
 
     cfg = tmp_path / "tiny.json"
-    cfg.write_text(json.dumps({"embed_dim": 24, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
-                   "head_width": 16, "patch_size": 8}, "text_cfg": {"context_length": 77, "vocab_size": 49408,
-                   "width": 32, "heads": 2, "layers": 1}}))  # fmt: skip
+    cfg.write_text(
+        json.dumps(
+            {
+                "embed_dim": 24,
+                "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+            }
+        )
+    )
     files = ImageSet.discover(tiny_dataset).files("test")[:2]
     imgs = [Original()(np.asarray(load_image(f))) for f in files]
     a = build_image_encoder(f"evnet-clip:config={cfg}", device="cpu")

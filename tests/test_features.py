@@ -83,8 +83,15 @@ def test_view_specs_parse_and_reject():
         parse_views("blur:k=4")
 
 
-TINY_VISION = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                   image_size=32, patch_size=8, projection_dim=16)  # fmt: skip
+TINY_VISION = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    image_size=32,
+    patch_size=8,
+    projection_dim=16,
+)
 
 
 def test_ip_adapter_embeddings_equal_diffusers_prepare_ip_adapter_image_embeds(tmp_path, photos):
@@ -128,9 +135,11 @@ def test_missing_weights_name_the_file_and_the_fetch_command(tmp_path, monkeypat
         build_image_encoder("clip-xl", device="cpu")
 
 
-TINY_CLIP = {"embed_dim": 24, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
-             "patch_size": 8}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-             "layers": 1}}  # fmt: skip
+TINY_CLIP = {
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 
 
 def test_tiny_openclip_encoder_is_deterministic(tmp_path, photos):
@@ -233,15 +242,29 @@ def test_depth_view_with_a_tiny_local_depth_anything(tmp_path, photos, monkeypat
 
     from eeg2image.features.views import DepthMap
 
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                            image_size=28, patch_size=14, out_features=["stage1", "stage2"],
-                            reshape_hidden_states=False)  # fmt: skip
-    cfg = DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=16, head_hidden_size=8,
-                              neck_hidden_sizes=[8, 16], reassemble_hidden_size=32, patch_size=14)  # fmt: skip
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=28,
+        patch_size=14,
+        out_features=["stage1", "stage2"],
+        reshape_hidden_states=False,
+    )
+    cfg = DepthAnythingConfig(
+        backbone_config=backbone,
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        neck_hidden_sizes=[8, 16],
+        reassemble_hidden_size=32,
+        patch_size=14,
+    )
     torch.manual_seed(0)
     DepthAnythingForDepthEstimation(cfg).eval().save_pretrained(tmp_path / "depth")
-    DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=False, ensure_multiple_of=14,
-                      do_pad=False).save_pretrained(tmp_path / "depth")  # fmt: skip
+    DPTImageProcessor(
+        size={"height": 28, "width": 28}, keep_aspect_ratio=False, ensure_multiple_of=14, do_pad=False
+    ).save_pretrained(tmp_path / "depth")
     view = DepthMap(model=str(tmp_path / "depth"))
     out = view(photos[0])
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
@@ -320,5 +343,12 @@ def test_embed_names_a_corrupt_image(dataset_copy, tmp_path, workers):
     victim = ImageSet.discover(dataset_copy).files("test")[2]
     victim.write_bytes(b"\xff\xd8 broken")
     with pytest.raises(DataFormatError, match=rf"{victim.name}: unreadable image"):
-        embed_images(dataset_copy, tmp_path / "s", parse_views("original"), build_image_encoder("evnet", device="cpu"),
-                     partitions=("test",), workers=workers, progress=False)  # fmt: skip
+        embed_images(
+            dataset_copy,
+            tmp_path / "s",
+            parse_views("original"),
+            build_image_encoder("evnet", device="cpu"),
+            partitions=("test",),
+            workers=workers,
+            progress=False,
+        )

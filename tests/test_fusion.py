@@ -46,8 +46,9 @@ def test_switches():
     changed = dict(views, **{"evnet:original": torch.randn(5, 16)})
     assert not torch.allclose(full(views), full(changed))  # the EVNet view now matters
     assert torch.allclose(blur(views), blur(changed))  # ... but not for the blur-only target
-    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
-                (("plain", plain), ("blur", blur), ("full", full))}  # fmt: skip
+    n_params = {
+        name: sum(p.numel() for p in m.parameters()) for name, m in (("plain", plain), ("blur", blur), ("full", full))
+    }
     assert n_params["plain"] == 0 < n_params["blur"] < n_params["full"]
     with pytest.raises(KeyError, match="blur-k63"):
         blur({k: v for k, v in views.items() if k != "blur-k63"})
@@ -77,8 +78,9 @@ def test_trainer_centres_with_the_training_images_only():
     from eeg2image.training.trainer import TrainConfig, train_seeds
 
     g = torch.Generator().manual_seed(0)
-    split = RetrievalSplit(torch.randn(40, 2, 4, 30, generator=g), {"original": torch.randn(40, 8, generator=g) + 3},
-                           np.arange(40))  # fmt: skip
+    split = RetrievalSplit(
+        torch.randn(40, 2, 4, 30, generator=g), {"original": torch.randn(40, 8, generator=g) + 3}, np.arange(40)
+    )
     train, val = split.subset(np.arange(30)), split.subset(np.arange(30, 40))
     cfg = TrainConfig(eeg_encoder="linear", epochs=1, batch_size=10, target=TargetConfig(adapter=False, center=True))
     res = train_seeds(cfg, [0, 1], train, val, device="cpu")

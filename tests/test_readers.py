@@ -24,8 +24,25 @@ from eeg2image.io import DataFormatError, MissingDataError
 
 
 def test_official_17_channel_order_is_the_authors_regex_order():
-    assert OFFICIAL_17_CHANNELS == ("Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P5", "PO7", "PO3",
-                                    "POz", "PO4", "PO8", "P6", "P2")  # fmt: skip
+    assert OFFICIAL_17_CHANNELS == (
+        "Pz",
+        "P3",
+        "P7",
+        "O1",
+        "Oz",
+        "O2",
+        "P4",
+        "P8",
+        "P1",
+        "P5",
+        "PO7",
+        "PO3",
+        "POz",
+        "PO4",
+        "PO8",
+        "P6",
+        "P2",
+    )
     assert sorted(RAW_CHANNEL_ORDER) == sorted(NICE_CHANNEL_ORDER) and len(set(RAW_CHANNEL_ORDER)) == 63
 
 

@@ -35,9 +35,18 @@ def learnable(tmp_path_factory):
 
 
 def config_for(root, **over):
-    base = {"data.preprocessed": str(root / "pre"), "data.store": str(root / "store"), "data.dataset": str(root / "ds"),
-            "data.image_encoder": "sim-features", "data.val_fraction": 0.0, "train.epochs": 30,
-            "train.batch_size": 64, "train.lr": 1e-3, "train.target": {"adapter": False}, "seeds": [0]}  # fmt: skip
+    base = {
+        "data.preprocessed": str(root / "pre"),
+        "data.store": str(root / "store"),
+        "data.dataset": str(root / "ds"),
+        "data.image_encoder": "sim-features",
+        "data.val_fraction": 0.0,
+        "train.epochs": 30,
+        "train.batch_size": 64,
+        "train.lr": 1e-3,
+        "train.target": {"adapter": False},
+        "seeds": [0],
+    }
     return run_config(None, None, **{**base, **over})
 
 
@@ -70,14 +79,37 @@ def test_every_encoder_learns_far_above_chance(learnable, tmp_path, encoder, ove
 
 def test_run_folder_outputs_resume_and_refusals(learnable, tmp_path):
     run = tmp_path / "run"
-    args = ["train", str(run), "--preprocessed", str(learnable / "pre"), "--store", str(learnable / "store"),
-            "--dataset", str(learnable / "ds"), "--encoder", "ved", "--epochs", "6", "--seeds", "0-1", "--quiet",
-            "--set", "data.image_encoder=sim-features", "--set", "data.val_fraction=0.2",
-            "--set", "train.batch_size=64", "--set", "train.target.adapter=false"]  # fmt: skip
+    args = [
+        "train",
+        str(run),
+        "--preprocessed",
+        str(learnable / "pre"),
+        "--store",
+        str(learnable / "store"),
+        "--dataset",
+        str(learnable / "ds"),
+        "--encoder",
+        "ved",
+        "--epochs",
+        "6",
+        "--seeds",
+        "0-1",
+        "--quiet",
+        "--set",
+        "data.image_encoder=sim-features",
+        "--set",
+        "data.val_fraction=0.2",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "train.target.adapter=false",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    unit = ["units/sub-01/" + f for f in ("final.safetensors", "best.safetensors", "history.json", "curves.png",
-                                          "checkpoint/state.safetensors")]  # fmt: skip
+    unit = [
+        "units/sub-01/" + f
+        for f in ("final.safetensors", "best.safetensors", "history.json", "curves.png", "checkpoint/state.safetensors")
+    ]
     for f in ["config.yaml", "manifest.json", *unit]:
         assert (run / f).is_file(), f
     res = CliRunner().invoke(app, ["evaluate", str(run)])
@@ -138,8 +170,9 @@ def test_sweep_runs_jobs_and_merges_seeds(learnable, tmp_path):
         " val_fraction: 0.0}\ntrain: {eeg_encoder: ved, epochs: 3, batch_size: 64, target: {adapter: false}}\n"
     )
     out = tmp_path / "sweep"
-    res = CliRunner().invoke(app, ["sweep", str(out), "--config", str(cfg), "--seeds", "0-2", "--seeds-per-job", "2",
-                                   "--execute"])  # fmt: skip
+    res = CliRunner().invoke(
+        app, ["sweep", str(out), "--config", str(cfg), "--seeds", "0-2", "--seeds-per-job", "2", "--execute"]
+    )
     assert res.exit_code == 0, res.output
     jobs = (out / "jobs.txt").read_text().splitlines()
     assert len(jobs) == 2 and "--seeds 0,1" in jobs[0] and "--seeds 2" in jobs[1]
@@ -183,15 +216,47 @@ def test_torchrun_two_gloo_processes_match_one_process(learnable, tmp_path):
     import subprocess
     import sys
 
-    sets = ["data.image_encoder=sim-features", "data.val_fraction=0.2", "train.batch_size=50", "train.drop_last=false",
-            "train.reps_per_sample=2", "train.target.adapter=true", "train.target.adapter_dropout=0.5"]  # fmt: skip
-    args = ["train", "--preprocessed", str(learnable / "pre"), "--store", str(learnable / "store"), "--encoder",
-            "linear", "--epochs", "3", "--seeds", "0-1", "--quiet", "--device", "cpu"]  # fmt: skip
+    sets = [
+        "data.image_encoder=sim-features",
+        "data.val_fraction=0.2",
+        "train.batch_size=50",
+        "train.drop_last=false",
+        "train.reps_per_sample=2",
+        "train.target.adapter=true",
+        "train.target.adapter_dropout=0.5",
+    ]
+    args = [
+        "train",
+        "--preprocessed",
+        str(learnable / "pre"),
+        "--store",
+        str(learnable / "store"),
+        "--encoder",
+        "linear",
+        "--epochs",
+        "3",
+        "--seeds",
+        "0-1",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     for s in sets:
         args += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "eeg2image.cli", args[0], str(tmp_path / "ddp"), *args[1:]]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "eeg2image.cli",
+        args[0],
+        str(tmp_path / "ddp"),
+        *args[1:],
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = CliRunner().invoke(app, [args[0], str(tmp_path / "one"), *args[1:]])
@@ -259,7 +324,8 @@ def test_mismatched_inputs_are_named(learnable, tmp_path):
         load_pairs(pre, store, "training", ["fewer"], "sim-features")
 
     g = torch.Generator().manual_seed(0)
-    split = RetrievalSplit(torch.randn(4, 2, 3, 10, generator=g), {"a": torch.randn(4, 8), "b": torch.randn(4, 6)},
-                           np.arange(4))  # fmt: skip
+    split = RetrievalSplit(
+        torch.randn(4, 2, 3, 10, generator=g), {"a": torch.randn(4, 8), "b": torch.randn(4, 6)}, np.arange(4)
+    )
     with pytest.raises(DataFormatError, match="different embedding dimensions"):
         check_dims(split, TargetConfig(blur_views=["a", "b"]))

@@ -20,8 +20,14 @@ from eeg2image.training.trainer import TrainConfig, TrainingError, average_reps,
 @pytest.fixture(scope="module")
 def tiny_store(tiny_dataset, tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
-    embed_images(tiny_dataset, store, parse_views("original"), build_image_encoder("evnet", device="cpu"),
-                 partitions=("training",), progress=False)  # fmt: skip
+    embed_images(
+        tiny_dataset,
+        store,
+        parse_views("original"),
+        build_image_encoder("evnet", device="cpu"),
+        partitions=("training",),
+        progress=False,
+    )
     return store
 
 
@@ -88,8 +94,9 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
 
     fp = {"config": "a"}
     with pytest.raises(Killed):
-        train_seeds(cfg, [0, 1], train, val, device="cpu", checkpoint_dir=tmp_path, fingerprint=fp,
-                    on_epoch_end=kill_after_two)  # fmt: skip
+        train_seeds(
+            cfg, [0, 1], train, val, device="cpu", checkpoint_dir=tmp_path, fingerprint=fp, on_epoch_end=kill_after_two
+        )
     resumed = train_seeds(cfg, [0, 1], train, val, device="cpu", checkpoint_dir=tmp_path, fingerprint=fp)
     assert resumed.resumed_from == 2
     assert resumed.history == full.history

@@ -74,10 +74,12 @@ def test_switch_changes_training_targets_from_the_second_epoch_on():
     move to less / more blurred views. Off: nothing moves. Validation uses the medium view either way."""
     split = ubp_split()
     train, val = split.subset(np.arange(72)), split.subset(np.arange(72, 96))
-    on = TrainConfig(eeg_encoder="linear", epochs=3, batch_size=24,
-                     target=TargetConfig(uncertainty_views=UBP_VIEWS, adapter=False))  # fmt: skip
-    off = TrainConfig(eeg_encoder="linear", epochs=3, batch_size=24,
-                      target=TargetConfig(plain_view=UBP_VIEWS[1], adapter=False))  # fmt: skip
+    on = TrainConfig(
+        eeg_encoder="linear", epochs=3, batch_size=24, target=TargetConfig(uncertainty_views=UBP_VIEWS, adapter=False)
+    )
+    off = TrainConfig(
+        eeg_encoder="linear", epochs=3, batch_size=24, target=TargetConfig(plain_view=UBP_VIEWS[1], adapter=False)
+    )
     r_on, r_off = train_seeds(on, [0, 1], train, val, device="cpu"), train_seeds(off, [0, 1], train, val, device="cpu")
     h_on, h_off = r_on.history, r_off.history
     assert h_on[0]["loss"] == h_off[0]["loss"] and h_on[0]["val_top1"] == h_off[0]["val_top1"]
@@ -93,8 +95,13 @@ def test_switch_changes_training_targets_from_the_second_epoch_on():
 
 
 def test_stacked_seeds_and_resume_with_uncertainty(tmp_path):
-    cfg = TrainConfig(eeg_encoder="linear", epochs=4, batch_size=32, reps_per_sample=2,
-                      target=TargetConfig(uncertainty_views=UBP_VIEWS, adapter=False))  # fmt: skip
+    cfg = TrainConfig(
+        eeg_encoder="linear",
+        epochs=4,
+        batch_size=32,
+        reps_per_sample=2,
+        target=TargetConfig(uncertainty_views=UBP_VIEWS, adapter=False),
+    )
     torch.set_default_dtype(torch.float64)  # float64: batched and unbatched kernels then agree to rounding
     try:
         split = ubp_split()
@@ -103,8 +110,7 @@ def test_stacked_seeds_and_resume_with_uncertainty(tmp_path):
     finally:
         torch.set_default_dtype(torch.float32)
     for key in ("loss", "blur_less", "blur_more"):
-        np.testing.assert_allclose([h[key][1] for h in stacked.history], [h[key][0] for h in alone.history],
-                                   rtol=1e-9)  # fmt: skip
+        np.testing.assert_allclose([h[key][1] for h in stacked.history], [h[key][0] for h in alone.history], rtol=1e-9)
 
     split = ubp_split()
     full = train_seeds(cfg, [0, 1], split, device="cpu")

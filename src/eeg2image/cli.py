@@ -122,8 +122,9 @@ def embed(
         views = ""
     if views:
         enc = build_image_encoder(encoder, weights=weights, device=device)
-        results += embed_images(root, store, parse_views(views), enc, partitions=parts, batch_size=batch_size,
-                                workers=workers)  # fmt: skip
+        results += embed_images(
+            root, store, parse_views(views), enc, partitions=parts, batch_size=batch_size, workers=workers
+        )
     if text_encoder:
         caps = json.loads(captions.read_text()) if captions else None
         tenc = build_text_encoder(text_encoder, device=device)
@@ -181,10 +182,18 @@ def train(
     """Train EEG encoders (all seeds of a configuration together) into a run folder."""
     from .training.run import run_config, train_run
 
-    over = {"data.preprocessed": str(preprocessed) if preprocessed else None,
-            "data.store": str(store) if store else None, "data.dataset": str(dataset) if dataset else None,
-            "data.subjects": _ints(subjects), "data.mode": mode, "seeds": _seeds(seeds),
-            "train.eeg_encoder": encoder, "train.epochs": epochs, "device": device, **_sets(set_)}  # fmt: skip
+    over = {
+        "data.preprocessed": str(preprocessed) if preprocessed else None,
+        "data.store": str(store) if store else None,
+        "data.dataset": str(dataset) if dataset else None,
+        "data.subjects": _ints(subjects),
+        "data.mode": mode,
+        "seeds": _seeds(seeds),
+        "train.eeg_encoder": encoder,
+        "train.epochs": epochs,
+        "device": device,
+        **_sets(set_),
+    }
     cfg = run_config(preset, config, **over)
     try:
         train_run(cfg, out, progress=not quiet, log=typer.echo)
@@ -223,15 +232,17 @@ def sweep(
     from .training.run import run_config, train_run
     from .training.sweep import plan_sweep, write_jobs
 
-    jobs = plan_sweep(out, list(config or []), _ints(subjects) or [1], _seeds(seeds) or [0], seeds_per_job, preset,
-                      list(set_ or []))  # fmt: skip
+    jobs = plan_sweep(
+        out, list(config or []), _ints(subjects) or [1], _seeds(seeds) or [0], seeds_per_job, preset, list(set_ or [])
+    )
     path = write_jobs(out, jobs)
     typer.echo(f"{len(jobs)} jobs -> {path} (one shell line each; `eeg2image table {out}` merges their results)")
     if execute:
         for i, job in enumerate(jobs, 1):
             typer.echo(f"[job {i}/{len(jobs)}] {job.run_dir}")
-            cfg = run_config(job.preset, job.config, **{"data.subjects": [job.subject], "seeds": job.seeds},
-                             **_sets(job.sets))  # fmt: skip
+            cfg = run_config(
+                job.preset, job.config, **{"data.subjects": [job.subject], "seeds": job.seeds}, **_sets(job.sets)
+            )
             train_run(cfg, job.run_dir, progress=False, log=typer.echo)
             evaluate_run(job.run_dir, log=typer.echo)
         _, md = write_table(out)

@@ -112,13 +112,17 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     print("[4/6] what the dataset holds")
     print(format_findings(inspect_dataset(dataset)))
     man = read_json(pre / "manifest.json")
-    print(f"\npreprocessed sub-01 ({man['config']['preset']} preset, {len(man['ch_names'])} channels, "
-          f"{man['sfreq']:g} Hz, {man['times'][0]:.3f}..{man['times'][-1]:.3f} s):")  # fmt: skip
+    print(
+        f"\npreprocessed sub-01 ({man['config']['preset']} preset, {len(man['ch_names'])} channels, "
+        f"{man['sfreq']:g} Hz, {man['times'][0]:.3f}..{man['times'][-1]:.3f} s):"
+    )
     for p in ("training", "test"):
         arr = read_our_preprocessed(pre, p)
         rel = split_half_reliability(arr.data)
-        print(f"  {p:<9} {arr.path.name:<18} {tuple(arr.shape)}  {arr.data.dtype}  "
-              f"split-half reliability of image-specific EEG: {rel:.3f}")  # fmt: skip
+        print(
+            f"  {p:<9} {arr.path.name:<18} {tuple(arr.shape)}  {arr.data.dtype}  "
+            f"split-half reliability of image-specific EEG: {rel:.3f}"
+        )
     test = read_our_preprocessed(pre, "test")
     n, r = test.shape[:2]
     acc = split_half_identification(test.data)
@@ -135,10 +139,16 @@ def _train_and_evaluate(workdir: Path, dataset: Path, pre_root: Path) -> None:
     from .training.run import run_config, train_run
 
     runs = workdir / "runs"
-    paths = {"data.preprocessed": str(pre_root), "data.store": str(workdir / "embeddings"),
-             "data.dataset": str(dataset)}  # fmt: skip
-    targets = {"oracle-target": {}, "evnet-target": {"data.image_encoder": "evnet"},
-               "evnet-centred-target": {"data.image_encoder": "evnet", "train.target.center": True}}  # fmt: skip
+    paths = {
+        "data.preprocessed": str(pre_root),
+        "data.store": str(workdir / "embeddings"),
+        "data.dataset": str(dataset),
+    }
+    targets = {
+        "oracle-target": {},
+        "evnet-target": {"data.image_encoder": "evnet"},
+        "evnet-centred-target": {"data.image_encoder": "evnet", "train.target.center": True},
+    }
     print(f"[5/6] train the multi-level-blur EEG encoder, seeds 0-2 together, against each target -> {runs}")
     for name, over in targets.items():
         t = time.perf_counter()

@@ -91,10 +91,16 @@ def inspect_dataset(root: str | Path, deep: bool = False) -> list[Finding]:
                             rec = read_raw_file(f)
                             ev = decode_stim(rec.stim)
                             n_t = int((ev[:, 1] == TARGET_ID).sum())
-                            out.append(Finding("raw", f"{sub.name}/ses-{s:02d}/{p}", "ok",
-                                               f"{rec.data.shape} at {rec.sfreq:g} Hz, {len(ev) - n_t} image "
-                                               f"events ({len(np.unique(ev[ev[:, 1] != TARGET_ID, 1]))} ids), "
-                                               f"{n_t} targets"))  # fmt: skip
+                            out.append(
+                                Finding(
+                                    "raw",
+                                    f"{sub.name}/ses-{s:02d}/{p}",
+                                    "ok",
+                                    f"{rec.data.shape} at {rec.sfreq:g} Hz, {len(ev) - n_t} image "
+                                    f"events ({len(np.unique(ev[ev[:, 1] != TARGET_ID, 1]))} ids), "
+                                    f"{n_t} targets",
+                                )
+                            )
                         except Eeg2ImageError as exc:
                             out.append(Finding("raw", f"{sub.name}/ses-{s:02d}/{p}", "error", str(exc)))
             if missing:
@@ -117,8 +123,14 @@ def inspect_dataset(root: str | Path, deep: bool = False) -> list[Finding]:
                 elif deep:
                     try:
                         arr = read_preprocessed(f)
-                        out.append(Finding("preprocessed", item, "ok", f"{arr.source} format, {arr.shape}, "
-                                           f"{arr.times[0]:.3f}..{arr.times[-1]:.3f} s"))  # fmt: skip
+                        out.append(
+                            Finding(
+                                "preprocessed",
+                                item,
+                                "ok",
+                                f"{arr.source} format, {arr.shape}, {arr.times[0]:.3f}..{arr.times[-1]:.3f} s",
+                            )
+                        )
                     except Eeg2ImageError as exc:
                         out.append(Finding("preprocessed", item, "error", str(exc)))
                 else:
@@ -132,8 +144,11 @@ def inspect_dataset(root: str | Path, deep: bool = False) -> list[Finding]:
         if m.get("stage") != "preprocess":
             continue
         shapes = ", ".join(f"{p} {tuple(m['outputs'][p]['shape'])}" for p in PARTITIONS if p in m["outputs"])
-        out.append(Finding("eeg2image", str(man.parent.relative_to(root)), "ok",
-                           f"preset {m['config'].get('preset')!r}: {shapes}"))  # fmt: skip
+        out.append(
+            Finding(
+                "eeg2image", str(man.parent.relative_to(root)), "ok", f"preset {m['config'].get('preset')!r}: {shapes}"
+            )
+        )
     return out
 
 

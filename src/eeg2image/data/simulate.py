@@ -55,10 +55,17 @@ from .things_eeg2 import (
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "crescent", "arrow")
 COLOURS = {
-    "red": (215, 45, 40), "orange": (240, 140, 30), "yellow": (232, 210, 45), "green": (55, 165, 60),
-    "teal": (30, 155, 160), "blue": (45, 85, 215), "purple": (140, 65, 190), "pink": (240, 125, 180),
-    "brown": (125, 80, 45), "grey": (128, 128, 128),
-}  # fmt: skip
+    "red": (215, 45, 40),
+    "orange": (240, 140, 30),
+    "yellow": (232, 210, 45),
+    "green": (55, 165, 60),
+    "teal": (30, 155, 160),
+    "blue": (45, 85, 215),
+    "purple": (140, 65, 190),
+    "pink": (240, 125, 180),
+    "brown": (125, 80, 45),
+    "grey": (128, 128, 128),
+}
 TEXTURES = ("plain", "striped", "checked", "dotted", "wavy", "speckled")
 LAYOUTS = ("single", "pair", "trio", "large", "small")
 FACTORS = (tuple(COLOURS), TEXTURES, SHAPES, LAYOUTS)
@@ -211,8 +218,15 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> li
             (-w, -w),
         ]
     elif shape == "arrow":
-        base = [(-r, -0.3 * r), (0.1 * r, -0.3 * r), (0.1 * r, -0.75 * r), (r, 0.0), (0.1 * r, 0.75 * r),
-                (0.1 * r, 0.3 * r), (-r, 0.3 * r)]  # fmt: skip
+        base = [
+            (-r, -0.3 * r),
+            (0.1 * r, -0.3 * r),
+            (0.1 * r, -0.75 * r),
+            (r, 0.0),
+            (0.1 * r, 0.75 * r),
+            (0.1 * r, 0.3 * r),
+            (-r, 0.3 * r),
+        ]
     else:
         raise ValueError(shape)
     c, s = math.cos(rot), math.sin(rot)
@@ -356,9 +370,9 @@ def _pixel_features(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r, g, b = img[..., 0], img[..., 1], img[..., 2]
     lum, rg, by = (r + g + b) / 3, r - g, b - (r + g) / 2
     cell = s // 4
-    early = np.concatenate([
-        m[: cell * 4, : cell * 4].reshape(4, cell, 4, cell).mean(axis=(1, 3)).ravel() for m in (lum, rg, by)
-    ])  # fmt: skip
+    early = np.concatenate(
+        [m[: cell * 4, : cell * 4].reshape(4, cell, 4, cell).mean(axis=(1, 3)).ravel() for m in (lum, rg, by)]
+    )
     gy, gx = np.gradient(lum)
     mag = np.hypot(gx, gy)
     ori = np.mod(np.arctan2(gy, gx), math.pi)
@@ -541,8 +555,9 @@ def _session_images(cfg: SimulationConfig, n_train_images: int) -> dict[int, np.
     return out
 
 
-def _presentation_order(ids: np.ndarray, reps: int, extra_fraction: float, target_fraction: float,
-                        rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def _presentation_order(
+    ids: np.ndarray, reps: int, extra_fraction: float, target_fraction: float, rng: np.random.Generator
+) -> np.ndarray:
     seq = np.repeat(ids, reps)
     n_extra = max(1, int(round(extra_fraction * len(ids))))
     seq = np.concatenate([seq, rng.choice(ids, size=n_extra, replace=False)])
@@ -632,8 +647,14 @@ def write_raw_file(path: Path, data: np.ndarray) -> None:
             np.save(f, raw)  # a dict: np.save pickles it, as the authors did
 
 
-def simulate_subject(root: Path, subject: int, cfg: SimulationConfig, image_set: ImageSet,
-                     feats: dict[str, dict[str, np.ndarray]], progress: bool = True) -> None:  # fmt: skip
+def simulate_subject(
+    root: Path,
+    subject: int,
+    cfg: SimulationConfig,
+    image_set: ImageSet,
+    feats: dict[str, dict[str, np.ndarray]],
+    progress: bool = True,
+) -> None:
     model = SubjectModel.create(cfg, subject)
     drive = {p: model.source_drive(feats[p]) for p in PARTITIONS}
     n_train = len(image_set.files("training"))
@@ -644,24 +665,30 @@ def simulate_subject(root: Path, subject: int, cfg: SimulationConfig, image_set:
         gain = 1.0 + rng.normal(0, cfg.session_gain_sd, 63)
         folder = root / "raw_data" / subject_dirname(subject) / f"ses-{ses:02d}"
         plans = {
-            "training": _presentation_order(train_sessions[ses], cfg.train_reps_per_session,
-                                            cfg.extra_fraction_training, cfg.target_fraction, rng),
-            "test": _presentation_order(np.arange(1, n_test + 1), cfg.test_reps_per_session,
-                                        cfg.extra_fraction_test, cfg.target_fraction, rng),
-        }  # fmt: skip
+            "training": _presentation_order(
+                train_sessions[ses], cfg.train_reps_per_session, cfg.extra_fraction_training, cfg.target_fraction, rng
+            ),
+            "test": _presentation_order(
+                np.arange(1, n_test + 1), cfg.test_reps_per_session, cfg.extra_fraction_test, cfg.target_fraction, rng
+            ),
+        }
         for p in PARTITIONS:
             data = simulate_recording(model, drive[p], plans[p], rng, gain)
             write_raw_file(folder / f"raw_eeg_{p}.npy", data)
 
 
-def write_preprocessed_dict(sub_dir: Path, partition: Partition, data: np.ndarray, ch_names, times,
-                            container: str = "npy") -> Path:  # fmt: skip
+def write_preprocessed_dict(
+    sub_dir: Path, partition: Partition, data: np.ndarray, ch_names, times, container: str = "npy"
+) -> Path:
     """A ``preprocessed_eeg_{partition}.npy`` dict as users have it: ``container="npy"`` is the dataset
     authors' ``np.save`` of a float64 dict; ``"pickle"`` is NICE/ATM's ``pickle.dump(dict, protocol=4)``
     under the same ``.npy`` name (with ``times`` uncropped: pass all epoch times)."""
     path = sub_dir / f"preprocessed_eeg_{partition}.npy"
-    obj = {"preprocessed_eeg_data": np.asarray(data, dtype=np.float64), "ch_names": list(ch_names),
-           "times": np.asarray(times, dtype=np.float64)}  # fmt: skip
+    obj = {
+        "preprocessed_eeg_data": np.asarray(data, dtype=np.float64),
+        "ch_names": list(ch_names),
+        "times": np.asarray(times, dtype=np.float64),
+    }
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             if container == "npy":
@@ -671,8 +698,15 @@ def write_preprocessed_dict(sub_dir: Path, partition: Partition, data: np.ndarra
     return path
 
 
-def write_ubp_pt(sub_dir: Path, partition: Partition, data: np.ndarray, sessions: np.ndarray, image_set: ImageSet,
-                 ch_names, times_full) -> Path:  # fmt: skip
+def write_ubp_pt(
+    sub_dir: Path,
+    partition: Partition,
+    data: np.ndarray,
+    sessions: np.ndarray,
+    image_set: ImageSet,
+    ch_names,
+    times_full,
+) -> Path:
     """UBP / CognitionCapturerPro ``train.pt`` / ``test.pt`` (float16 EEG, per-trial labels and paths)."""
     import torch
 
@@ -696,8 +730,9 @@ def write_ubp_pt(sub_dir: Path, partition: Partition, data: np.ndarray, sessions
     return path
 
 
-def simulate_dataset(root: str | Path, cfg: SimulationConfig | None = None, *, formats: tuple[str, ...] = (),
-                     progress: bool = True) -> Path:  # fmt: skip
+def simulate_dataset(
+    root: str | Path, cfg: SimulationConfig | None = None, *, formats: tuple[str, ...] = (), progress: bool = True
+) -> Path:
     """Write a simulated THINGS-EEG2 under ``root``; ``formats`` may add ``nice`` and ``ubp`` files."""
     from .preprocess import PREPROCESS_PRESETS, output_times, preprocess_subject, read_our_preprocessed
 
@@ -728,8 +763,15 @@ def simulate_dataset(root: str | Path, cfg: SimulationConfig | None = None, *, f
                         root / "Preprocessed_data_250Hz" / sub, p, arr.data, arr.ch_names, full_times, "pickle"
                     )
                 else:
-                    write_ubp_pt(root / "Preprocessed_data_250Hz_whiten" / sub, p, arr.data, arr.sessions,
-                                 image_set, arr.ch_names, full_times)  # fmt: skip
+                    write_ubp_pt(
+                        root / "Preprocessed_data_250Hz_whiten" / sub,
+                        p,
+                        arr.data,
+                        arr.sessions,
+                        image_set,
+                        arr.ch_names,
+                        full_times,
+                    )
             del arr
             shutil.rmtree(scratch, ignore_errors=True)
     write_json(

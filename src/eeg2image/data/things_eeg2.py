@@ -43,34 +43,161 @@ SFREQ_RAW = 1000.0
 #: The 63 EEG channels in amplifier order, as in ``ch_names[:63]`` of the raw files (actiCAP-64 without
 #: the reference Fz). Selecting ``^O|^P`` from this order gives the official 17-channel order exactly.
 RAW_CHANNEL_ORDER: tuple[str, ...] = (
-    "Fp1", "F3", "F7", "FT9", "FC5", "FC1", "C3", "T7", "TP9", "CP5",
-    "CP1", "Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "TP10",
-    "CP6", "CP2", "Cz", "C4", "T8", "FT10", "FC6", "FC2", "F4", "F8",
-    "Fp2", "AF7", "AF3", "AFz", "F1", "F5", "FT7", "FC3", "FCz", "C1",
-    "C5", "TP7", "CP3", "P1", "P5", "PO7", "PO3", "POz", "PO4", "PO8",
-    "P6", "P2", "CPz", "CP4", "TP8", "C6", "C2", "FC4", "FT8", "F6",
-    "F2", "AF4", "AF8",
-)  # fmt: skip
+    "Fp1",
+    "F3",
+    "F7",
+    "FT9",
+    "FC5",
+    "FC1",
+    "C3",
+    "T7",
+    "TP9",
+    "CP5",
+    "CP1",
+    "Pz",
+    "P3",
+    "P7",
+    "O1",
+    "Oz",
+    "O2",
+    "P4",
+    "P8",
+    "TP10",
+    "CP6",
+    "CP2",
+    "Cz",
+    "C4",
+    "T8",
+    "FT10",
+    "FC6",
+    "FC2",
+    "F4",
+    "F8",
+    "Fp2",
+    "AF7",
+    "AF3",
+    "AFz",
+    "F1",
+    "F5",
+    "FT7",
+    "FC3",
+    "FCz",
+    "C1",
+    "C5",
+    "TP7",
+    "CP3",
+    "P1",
+    "P5",
+    "PO7",
+    "PO3",
+    "POz",
+    "PO4",
+    "PO8",
+    "P6",
+    "P2",
+    "CPz",
+    "CP4",
+    "TP8",
+    "C6",
+    "C2",
+    "FC4",
+    "FT8",
+    "F6",
+    "F2",
+    "AF4",
+    "AF8",
+)
 
 #: The 63 channels in the 10-10 row order (front to back) used by NICE, ATM, UBP and CogCapPro files.
 NICE_CHANNEL_ORDER: tuple[str, ...] = (
-    "Fp1", "Fp2", "AF7", "AF3", "AFz", "AF4", "AF8", "F7", "F5", "F3",
-    "F1", "F2", "F4", "F6", "F8", "FT9", "FT7", "FC5", "FC3", "FC1",
-    "FCz", "FC2", "FC4", "FC6", "FT8", "FT10", "T7", "C5", "C3", "C1",
-    "Cz", "C2", "C4", "C6", "T8", "TP9", "TP7", "CP5", "CP3", "CP1",
-    "CPz", "CP2", "CP4", "CP6", "TP8", "TP10", "P7", "P5", "P3", "P1",
-    "Pz", "P2", "P4", "P6", "P8", "PO7", "PO3", "POz", "PO4", "PO8",
-    "O1", "Oz", "O2",
-)  # fmt: skip
+    "Fp1",
+    "Fp2",
+    "AF7",
+    "AF3",
+    "AFz",
+    "AF4",
+    "AF8",
+    "F7",
+    "F5",
+    "F3",
+    "F1",
+    "F2",
+    "F4",
+    "F6",
+    "F8",
+    "FT9",
+    "FT7",
+    "FC5",
+    "FC3",
+    "FC1",
+    "FCz",
+    "FC2",
+    "FC4",
+    "FC6",
+    "FT8",
+    "FT10",
+    "T7",
+    "C5",
+    "C3",
+    "C1",
+    "Cz",
+    "C2",
+    "C4",
+    "C6",
+    "T8",
+    "TP9",
+    "TP7",
+    "CP5",
+    "CP3",
+    "CP1",
+    "CPz",
+    "CP2",
+    "CP4",
+    "CP6",
+    "TP8",
+    "TP10",
+    "P7",
+    "P5",
+    "P3",
+    "P1",
+    "Pz",
+    "P2",
+    "P4",
+    "P6",
+    "P8",
+    "PO7",
+    "PO3",
+    "POz",
+    "PO4",
+    "PO8",
+    "O1",
+    "Oz",
+    "O2",
+)
 
 #: The dataset authors' 17 occipito-parietal channels: regex ``^O *|^P *`` applied to the raw order.
 OFFICIAL_17_CHANNELS: tuple[str, ...] = tuple(c for c in RAW_CHANNEL_ORDER if re.match(r"^O *|^P *", c))
 
 #: The same 17 names in the order UBP / CogCapPro / NeuroBridge use (not the official files' order).
 UBP_17_CHANNELS: tuple[str, ...] = (
-    "P7", "P5", "P3", "P1", "Pz", "P2", "P4", "P6", "P8",
-    "PO7", "PO3", "POz", "PO4", "PO8", "O1", "Oz", "O2",
-)  # fmt: skip
+    "P7",
+    "P5",
+    "P3",
+    "P1",
+    "Pz",
+    "P2",
+    "P4",
+    "P6",
+    "P8",
+    "PO7",
+    "PO3",
+    "POz",
+    "PO4",
+    "PO8",
+    "O1",
+    "Oz",
+    "O2",
+)
 
 CHANNEL_SETS: dict[str, tuple[str, ...]] = {
     "all63": NICE_CHANNEL_ORDER,
@@ -480,8 +607,14 @@ class ImageSet:
     @classmethod
     def discover(cls, root: str | Path) -> ImageSet:
         root = Path(root)
-        candidates = [root, root / "image_set", root / "image_set" / "image_set", root / "images_set",
-                      root / "Image_set", root / "Image_set" / "image_set"]  # fmt: skip
+        candidates = [
+            root,
+            root / "image_set",
+            root / "image_set" / "image_set",
+            root / "images_set",
+            root / "Image_set",
+            root / "Image_set" / "image_set",
+        ]
         for base in candidates:
             train = next((base / n for n in _FOLDER_NAMES["training"] if (base / n).is_dir()), None)
             test = base / "test_images"
@@ -491,8 +624,9 @@ class ImageSet:
                     train = train / train.name
                 if (test / test.name).is_dir():
                     test = test / test.name
-                meta = next((p for p in (base / "image_metadata.npy", root / "image_metadata.npy") if p.is_file()),
-                            None)  # fmt: skip
+                meta = next(
+                    (p for p in (base / "image_metadata.npy", root / "image_metadata.npy") if p.is_file()), None
+                )
                 return cls(root=base, training_dir=train, test_dir=test, metadata_path=meta)
         raise MissingDataError(
             f"{root}: no image set found (need training_images/ and test_images/ under {root} or "

@@ -69,8 +69,10 @@ def _stack_for(cfg: RunConfig, weights: dict, test: RetrievalSplit, source: Path
     try:
         stack.load_state_tensors(weights, str(source))
     except TrainingError as exc:
-        raise TrainingError(f"{exc} (test EEG {tuple(test.eeg.shape[2:])} channels x times, embeddings "
-                            f"{dim}-d; were they made with the training data's settings?)") from exc  # fmt: skip
+        raise TrainingError(
+            f"{exc} (test EEG {tuple(test.eeg.shape[2:])} channels x times, embeddings "
+            f"{dim}-d; were they made with the training data's settings?)"
+        ) from exc
     return stack
 
 
@@ -104,24 +106,31 @@ def evaluate_run(run_dir: str | Path, *, log=print) -> dict[str, Any]:
             for s in unit.eval_subjects:
                 if s not in tests:  # the test partition, read here and nowhere else
                     d = cfg.data
-                    tests[s] = load_pairs(subject_folder(cfg, s), d.store, "test", views, d.image_encoder,
-                                          d.evnet_encoder, d.channels)  # fmt: skip
+                    tests[s] = load_pairs(
+                        subject_folder(cfg, s), d.store, "test", views, d.image_encoder, d.evnet_encoder, d.channels
+                    )
                 test = tests[s]
                 sims = _scores(_stack_for(cfg, weights, test, folder / fname), test, unit)
                 kway = _distractors(run_dir, cfg, test.n_images)
                 per_seed = {str(seed): retrieval_metrics(sims[i], kway=kway) for i, seed in enumerate(cfg.seeds)}
                 key = f"sub-{s:02d}"
-                results[sel][key] = {"unit": unit.name, "n_images": test.n_images, "per_seed": per_seed,
-                                     "aggregate": aggregate(list(per_seed.values())),
-                                     "epoch": meta.get("epoch")}  # fmt: skip
+                results[sel][key] = {
+                    "unit": unit.name,
+                    "n_images": test.n_images,
+                    "per_seed": per_seed,
+                    "aggregate": aggregate(list(per_seed.values())),
+                    "epoch": meta.get("epoch"),
+                }
                 if cfg.eval.hungarian:
                     hung = {str(seed): hungarian_topk(sims[i]) for i, seed in enumerate(cfg.seeds)}
                     transductive[sel][key] = {"per_seed": hung, "aggregate": aggregate(list(hung.values()))}
                 if picture_source is None and sel == "final":
                     picture_source = (s, sims[0], cfg.seeds[0])
-                log(f"{unit.name} {sel:<19} {key}: top-1 {results[sel][key]['aggregate']['top1']['mean']:.3f} "
+                log(
+                    f"{unit.name} {sel:<19} {key}: top-1 {results[sel][key]['aggregate']['top1']['mean']:.3f} "
                     f"top-5 {results[sel][key]['aggregate']['top5']['mean']:.3f} over {len(cfg.seeds)} seed(s), "
-                    f"chance {1 / test.n_images:.3f} / {min(1.0, 5 / test.n_images):.3f}")  # fmt: skip
+                    f"chance {1 / test.n_images:.3f} / {min(1.0, 5 / test.n_images):.3f}"
+                )
     for table in (results, transductive):
         for subjects in table.values():
             if len(subjects) > 1:
@@ -156,9 +165,13 @@ def evaluate_run(run_dir: str | Path, *, log=print) -> dict[str, Any]:
     if picture_source is not None and cfg.data.dataset:
         s, sim, seed = picture_source
         top5_picture(sim, cfg, run_dir / "top5.png", title=f"sub-{s:02d}, seed {seed}, final epoch")
-    write_manifest(run_dir / "evaluation", stage="evaluate", config={"run": str(run_dir)},
-                   inputs={"run_manifest": str(run_dir / "manifest.json")},
-                   outputs={"metrics": "../metrics.json", "report": "../report.md"})  # fmt: skip
+    write_manifest(
+        run_dir / "evaluation",
+        stage="evaluate",
+        config={"run": str(run_dir)},
+        inputs={"run_manifest": str(run_dir / "manifest.json")},
+        outputs={"metrics": "../metrics.json", "report": "../report.md"},
+    )
     return metrics
 
 
@@ -186,8 +199,10 @@ def report_markdown(metrics: dict[str, Any]) -> str:
         if not table:
             continue
         lines += [f"## {sel.replace('_', '-')} ({p['selections'][sel]})", ""]
-        kcols = sorted({k for r in table.values() for k in r["aggregate"] if k.endswith("way_top1")},
-                       key=lambda k: int(k.split("way")[0]))  # fmt: skip
+        kcols = sorted(
+            {k for r in table.values() for k in r["aggregate"] if k.endswith("way_top1")},
+            key=lambda k: int(k.split("way")[0]),
+        )
         lines.append("| subject | top-1 | top-5 | MRR | " + " | ".join(k.replace("_top1", "") for k in kcols) + " |")
         lines.append("|---" * (4 + len(kcols)) + "|")
         for subj, r in table.items():
@@ -198,9 +213,14 @@ def report_markdown(metrics: dict[str, Any]) -> str:
         lines.append("")
     hung = {k: v for k, v in metrics["transductive_hungarian"].items() if k != "note"}
     if hung:
-        lines += ["## TRANSDUCTIVE (not comparable): one-to-one assignment", "",
-                  metrics["transductive_hungarian"]["note"] + ".", "",
-                  "| weights | subject | top-1 | top-5 |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "## TRANSDUCTIVE (not comparable): one-to-one assignment",
+            "",
+            metrics["transductive_hungarian"]["note"] + ".",
+            "",
+            "| weights | subject | top-1 | top-5 |",
+            "|---|---|---|---|",
+        ]
         for sel, table in hung.items():
             for subj, r in table.items():
                 lines.append(f"| {sel} | {subj} | {_fmt(r['aggregate']['top1'])} | {_fmt(r['aggregate']['top5'])} |")

@@ -78,8 +78,9 @@ def hungarian_topk(sim: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, flo
     return {f"top{k}": float((hit_round < k).mean()) for k in ks}
 
 
-def retrieval_metrics(sim: np.ndarray, targets: np.ndarray | None = None, *,
-                      kway: dict[int, np.ndarray] | None = None) -> dict[str, float]:  # fmt: skip
+def retrieval_metrics(
+    sim: np.ndarray, targets: np.ndarray | None = None, *, kway: dict[int, np.ndarray] | None = None
+) -> dict[str, float]:
     """All standard metrics for one similarity matrix (queries x gallery)."""
     targets = np.arange(sim.shape[0]) if targets is None else np.asarray(targets)
     out = {**topk_accuracy(sim, targets, (1, 5)), "mrr": mean_reciprocal_rank(sim, targets)}

@@ -40,8 +40,15 @@ def merge_results(root: str | Path) -> dict[str, Any]:
                     pooled[key][seed] = vals
     rows = []
     for (name, subj, sel), seeds in sorted(pooled.items()):
-        rows.append({"config": name, "subject": subj, "selection": sel, "seeds": sorted(seeds, key=int),
-                     "aggregate": aggregate(list(seeds.values()))})  # fmt: skip
+        rows.append(
+            {
+                "config": name,
+                "subject": subj,
+                "selection": sel,
+                "seeds": sorted(seeds, key=int),
+                "aggregate": aggregate(list(seeds.values())),
+            }
+        )
     return {"rows": rows, "protocols": protocols}
 
 
@@ -51,8 +58,9 @@ def table_markdown(merged: dict[str, Any]) -> str:
         a = r["aggregate"]
         cells = [f"{100 * a[k]['mean']:.2f} ± {100 * a[k]['sd']:.2f}" for k in ("top1", "top5")]
         cells.append(f"{a['mrr']['mean']:.3f} ± {a['mrr']['sd']:.3f}")
-        lines.append(f"| {r['config']} | {r['subject']} | {r['selection']} | {len(r['seeds'])} | " + " | ".join(cells)
-                     + " |")  # fmt: skip
+        lines.append(
+            f"| {r['config']} | {r['subject']} | {r['selection']} | {len(r['seeds'])} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -108,8 +108,9 @@ def embed_images(
     return results
 
 
-def concept_texts(images: ImageSet, partition: Partition, template: str = DEFAULT_TEMPLATE,
-                  captions: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+def concept_texts(
+    images: ImageSet, partition: Partition, template: str = DEFAULT_TEMPLATE, captions: dict[str, str] | None = None
+) -> list[str]:
     """One text per image: its caption (keyed by relative path or concept) or the template on the concept
     name, underscores read as spaces (``aircraft_carrier`` -> ``aircraft carrier``)."""
     out = []
@@ -142,8 +143,13 @@ def embed_texts(
         texts = concept_texts(images, p, template, captions)
         source = "captions" if captions is not None else "template"
         view = f"text-{source}"
-        ident = {"encoder": encoder.identity(), "texts": json_sha256(texts), "source": source,
-                 "template": None if captions is not None else template, "images": ihash}  # fmt: skip
+        ident = {
+            "encoder": encoder.identity(),
+            "texts": json_sha256(texts),
+            "source": source,
+            "template": None if captions is not None else template,
+            "images": ihash,
+        }
         bar = tqdm(total=len(rel), desc=f"embed {p} texts ({encoder.name})", disable=not progress)
 
         def batch(idx: list[int], texts: list[str] = texts) -> np.ndarray:

@@ -412,8 +412,7 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
 
     batch_size = 32
 
-    def __init__(self, clip: OpenClipImageEncoder, evnet_preset: str, seed: int, input_mode: str,
-                 device: torch.device):  # fmt: skip
+    def __init__(self, clip: OpenClipImageEncoder, evnet_preset: str, seed: int, input_mode: str, device: torch.device):
         from torch import nn
 
         from .evnet import EVNET_PRESETS, EVNet
@@ -426,23 +425,41 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
         n = self.net.cfg.simple_channels + self.net.cfg.complex_channels
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.adapter = nn.Sequential(
-                nn.Conv2d(n, 256, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(256, 128, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(128, 64, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(64, 3, 3, padding=1),
-            ).eval().to(device)  # fmt: skip
+            self.adapter = (
+                nn.Sequential(
+                    nn.Conv2d(n, 256, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(256, 128, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(128, 64, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(64, 3, 3, padding=1),
+                )
+                .eval()
+                .to(device)
+            )
         self.adapter.requires_grad_(False)
         # the name is the spec with its non-default options, so that each variant has its own store table
-        opts = [f"{k}={v}" for k, v, default in (("seed", seed, 0), ("input", input_mode, "raw"),
-                                                  ("evnet", evnet_preset, "reference")) if v != default]  # fmt: skip
+        opts = [
+            f"{k}={v}"
+            for k, v, default in (("seed", seed, 0), ("input", input_mode, "raw"), ("evnet", evnet_preset, "reference"))
+            if v != default
+        ]
         self.name = ";".join([f"evnet-clip:{clip.name.split(':', 1)[1]}", *opts])
         self.dim = clip.dim
 
     def identity(self) -> dict:
-        return {"encoder": self.name, "clip": self.clip.identity(), "evnet": self.net.recipe(),
-                "adapter": {"layers": "conv3x3 512-256-128-64-3, ReLU, bilinear upsample", "init": "pytorch default",
-                            "seed": self.seed}, "input": self.input_mode}  # fmt: skip
+        return {
+            "encoder": self.name,
+            "clip": self.clip.identity(),
+            "evnet": self.net.recipe(),
+            "adapter": {
+                "layers": "conv3x3 512-256-128-64-3, ReLU, bilinear upsample",
+                "init": "pytorch default",
+                "seed": self.seed,
+            },
+            "input": self.input_mode,
+        }
 
     @torch.no_grad()
     def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:

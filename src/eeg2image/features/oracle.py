@@ -29,16 +29,23 @@ def embed_simulation_features(dataset_root: str | Path, store_root: str | Path) 
     root = Path(dataset_root)
     sim = root / "simulation.json"
     if not sim.is_file():
-        raise DataFormatError(f"{sim}: missing; `{ORACLE_ENCODER}` exists only for datasets made by `eeg2image "
-                              "simulate` (a real dataset has no generating features)")  # fmt: skip
+        raise DataFormatError(
+            f"{sim}: missing; `{ORACLE_ENCODER}` exists only for datasets made by `eeg2image "
+            "simulate` (a real dataset has no generating features)"
+        )
     images = ImageSet.discover(root)
     store = EmbeddingStore(store_root)
     feats = None
     results = []
     for p in PARTITIONS:
         rel, ihash = image_set_identity(images, p)
-        ident = {"encoder": ORACLE_ENCODER, "simulation": file_sha256(sim), "images": ihash, "dtype": "float32",
-                 "features": "data.simulate.image_features: early 48 + mid 18 + semantic 31"}  # fmt: skip
+        ident = {
+            "encoder": ORACLE_ENCODER,
+            "simulation": file_sha256(sim),
+            "images": ihash,
+            "dtype": "float32",
+            "features": "data.simulate.image_features: early 48 + mid 18 + semantic 31",
+        }
         if store.status(p, "original", ORACLE_ENCODER, ident) == "valid":
             results.append(EmbedResult(p, "original", ORACLE_ENCODER, "cached", len(rel), -1))
             continue

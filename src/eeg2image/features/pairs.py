@@ -56,8 +56,14 @@ class RetrievalSplit:
         rows = np.flatnonzero(new_index[self.image] >= 0)
         t = torch.as_tensor(images, dtype=torch.long)
         views = {k: v[t] for k, v in self.views.items()}
-        return RetrievalSplit(self.eeg[torch.as_tensor(rows)], views, self.concept[images], new_index[self.image[rows]],
-                              self.subject[rows], self.sfreq)  # fmt: skip
+        return RetrievalSplit(
+            self.eeg[torch.as_tensor(rows)],
+            views,
+            self.concept[images],
+            new_index[self.image[rows]],
+            self.subject[rows],
+            self.sfreq,
+        )
 
 
 def join_subjects(splits: dict[int, RetrievalSplit]) -> RetrievalSplit:
@@ -95,9 +101,15 @@ def view_table_names(views: list[str], image_encoder: str, evnet_encoder: str | 
     return out
 
 
-def load_pairs(preprocessed: str | Path, store: str | Path, partition: str, views: list[str], image_encoder: str,
-               evnet_encoder: str | None = None, channels: str | list[str] | None = None
-               ) -> RetrievalSplit:  # fmt: skip
+def load_pairs(
+    preprocessed: str | Path,
+    store: str | Path,
+    partition: str,
+    views: list[str],
+    image_encoder: str,
+    evnet_encoder: str | None = None,
+    channels: str | list[str] | None = None,
+) -> RetrievalSplit:
     """EEG + embeddings of one partition, checked to refer to the same images in the same order. ``channels``:
     a named channel set (``ubp17``, ...) or names, picked from the preprocessed channels (None: all of them)."""
     eeg = read_our_preprocessed(preprocessed, partition)
@@ -106,8 +118,10 @@ def load_pairs(preprocessed: str | Path, store: str | Path, partition: str, view
         names = resolve_channels(channels)
         missing = [c for c in names if c not in eeg.ch_names]
         if missing:
-            raise DataFormatError(f"{preprocessed}: channels {missing} are not in the preprocessed data "
-                                  f"({len(eeg.ch_names)} channels: {', '.join(eeg.ch_names)})")  # fmt: skip
+            raise DataFormatError(
+                f"{preprocessed}: channels {missing} are not in the preprocessed data "
+                f"({len(eeg.ch_names)} channels: {', '.join(eeg.ch_names)})"
+            )
         pick = [eeg.ch_names.index(c) for c in names]
     st = EmbeddingStore(store)
     tables, rel = {}, None

@@ -154,8 +154,16 @@ class TableWriter:
     deleted first, so rows of two recipes are never mixed.
     """
 
-    def __init__(self, store: EmbeddingStore, partition: str, view: str, encoder: str, identity: dict,
-                 rel_paths: list[str], batch_size: int):  # fmt: skip
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        partition: str,
+        view: str,
+        encoder: str,
+        identity: dict,
+        rel_paths: list[str],
+        batch_size: int,
+    ):
         self.store, self.partition, self.view, self.encoder = store, partition, view, encoder
         self.identity, self.rel_paths, self.batch_size = identity, rel_paths, batch_size
         self.state = store.status(partition, view, encoder, identity)

@@ -52,15 +52,27 @@ class MultiLevelBlurEEGEncoder(nn.Module):
     same function with a well-defined gradient.
     """
 
-    def __init__(self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, n_filters: int = 25,
-                 hidden: int = 200, dropout: tuple[float, float] = (0.25, 0.65), **_: object):  # fmt: skip
+    def __init__(
+        self,
+        n_chans: int = 63,
+        n_times: int = 250,
+        out_dim: int = 1024,
+        n_filters: int = 25,
+        hidden: int = 200,
+        dropout: tuple[float, float] = (0.25, 0.65),
+        **_: object,
+    ):
         super().__init__()
         self.spatial = _AbsConv2d(1, n_filters, (n_chans, 1), bias=False)
         self.bn = nn.BatchNorm2d(n_filters)
         self.temporal = nn.Sequential(
-            nn.Linear(n_times, hidden), nn.ELU(), nn.Dropout(dropout[0]),
-            nn.Linear(hidden, hidden), nn.ELU(), nn.Dropout(dropout[1]),
-        )  # fmt: skip
+            nn.Linear(n_times, hidden),
+            nn.ELU(),
+            nn.Dropout(dropout[0]),
+            nn.Linear(hidden, hidden),
+            nn.ELU(),
+            nn.Dropout(dropout[1]),
+        )
         self.head = nn.Linear(n_filters * hidden, out_dim)
 
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,10 +86,16 @@ class TSConv(nn.Module):
     def __init__(self, n_chans: int, n_times: int, width: int = 40, dropout: float = 0.5):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, width, (1, 25)), nn.AvgPool2d((1, 51), (1, 5)), nn.BatchNorm2d(width), nn.ELU(),
-            nn.Conv2d(width, width, (n_chans, 1)), nn.BatchNorm2d(width), nn.ELU(), nn.Dropout(dropout),
+            nn.Conv2d(1, width, (1, 25)),
+            nn.AvgPool2d((1, 51), (1, 5)),
+            nn.BatchNorm2d(width),
+            nn.ELU(),
+            nn.Conv2d(width, width, (n_chans, 1)),
+            nn.BatchNorm2d(width),
+            nn.ELU(),
+            nn.Dropout(dropout),
             nn.Conv2d(width, width, (1, 1)),
-        )  # fmt: skip
+        )
         self.out_features = width * ((n_times - 24 - 51) // 5 + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,8 +148,17 @@ class ATMSEncoder(nn.Module):
     unknown numbers use the shared token (leave-one-subject-out).
     """
 
-    def __init__(self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, n_subjects: int = 10,
-                 n_heads: int = 4, d_ff: int = 256, dropout: float = 0.25, **_: object):  # fmt: skip
+    def __init__(
+        self,
+        n_chans: int = 63,
+        n_times: int = 250,
+        out_dim: int = 1024,
+        n_subjects: int = 10,
+        n_heads: int = 4,
+        d_ff: int = 256,
+        dropout: float = 0.25,
+        **_: object,
+    ):
         super().__init__()
         self.n_subjects = n_subjects
         self.embed = nn.Linear(n_times, n_times)
@@ -147,8 +174,9 @@ class ATMSEncoder(nn.Module):
         self.attn_drop = nn.Dropout(dropout)
         self.n_heads, self.d_head = n_heads, d_head
         self.norm1, self.norm2, self.norm_out = nn.LayerNorm(n_times), nn.LayerNorm(n_times), nn.LayerNorm(n_times)
-        self.ff = nn.Sequential(nn.Linear(n_times, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, n_times),
-                                nn.Dropout(dropout))  # fmt: skip
+        self.ff = nn.Sequential(
+            nn.Linear(n_times, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, n_times), nn.Dropout(dropout)
+        )
         self.tsconv = TSConv(n_chans, n_times)
         self.proj = ProjectionHead(self.tsconv.out_features, out_dim)
 
@@ -200,8 +228,9 @@ class LinearEncoder(nn.Module):
 class _Braindecode(nn.Module):
     model_name = ""
 
-    def __init__(self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, sfreq: float = 250.0,
-                 **options: object):  # fmt: skip
+    def __init__(
+        self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, sfreq: float = 250.0, **options: object
+    ):
         super().__init__()
         import braindecode.models as bm
 
@@ -231,8 +260,9 @@ class ShallowConvNetEncoder(_Braindecode):
 
     model_name = "ShallowFBCSPNet"
 
-    def __init__(self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, sfreq: float = 250.0,
-                 **options: object):  # fmt: skip
+    def __init__(
+        self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, sfreq: float = 250.0, **options: object
+    ):
         options.setdefault("pool_time_length", max(2, round(0.1 * sfreq)))
         options.setdefault("pool_time_stride", max(1, round(0.05 * sfreq)))
         super().__init__(n_chans, n_times, out_dim, sfreq, **options)

@@ -52,8 +52,9 @@ class TargetConfig:
 
     def __post_init__(self) -> None:
         if self.uncertainty_views and len(self.uncertainty_views) != 3:
-            raise ValueError(f"target.uncertainty_views needs 3 views (less, medium, more blur), got "
-                             f"{self.uncertainty_views}")  # fmt: skip
+            raise ValueError(
+                f"target.uncertainty_views needs 3 views (less, medium, more blur), got {self.uncertainty_views}"
+            )
         if self.uncertainty_views and self.blur_views:
             raise ValueError("target.uncertainty_views and target.blur_views exclude each other: choose one")
         if not 0 < self.uncertainty_gamma <= 1:
@@ -120,8 +121,9 @@ class TargetModel(nn.Module):
     def set_centers(self, views: dict[str, torch.Tensor]) -> None:
         """Store the mean embedding of every required view over ``views`` (the training images)."""
         if self.cfg.center:
-            self.centers.copy_(torch.stack([views[v].double().mean(dim=0).to(self.centers.dtype)
-                                            for v in self.required_views()]))  # fmt: skip
+            self.centers.copy_(
+                torch.stack([views[v].double().mean(dim=0).to(self.centers.dtype) for v in self.required_views()])
+            )
 
     def _view(self, views: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         x = views[name]

@@ -16,9 +16,15 @@ from ..io import DataFormatError
 __all__ = ["RetrievalSplit", "concept_disjoint_split", "load_split"]
 
 
-def load_split(preprocessed: str | Path, store: str | Path, partition: str, views: list[str], image_encoder: str,
-               evnet_encoder: str | None = None, channels: str | list[str] | None = None
-               ) -> RetrievalSplit:  # fmt: skip
+def load_split(
+    preprocessed: str | Path,
+    store: str | Path,
+    partition: str,
+    views: list[str],
+    image_encoder: str,
+    evnet_encoder: str | None = None,
+    channels: str | list[str] | None = None,
+) -> RetrievalSplit:
     if partition != "training":
         raise DataFormatError(
             f"training code reads only the training partition, not {partition!r}; the test partition is read by "

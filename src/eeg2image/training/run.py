@@ -257,8 +257,18 @@ def load_unit_data(cfg: RunConfig, unit: Unit):
     from ..features.pairs import join_subjects
 
     views = required_views(cfg.train.target)
-    splits = {s: load_split(subject_folder(cfg, s), cfg.data.store, "training", views, cfg.data.image_encoder,
-                            cfg.data.evnet_encoder, cfg.data.channels) for s in unit.train_subjects}  # fmt: skip
+    splits = {
+        s: load_split(
+            subject_folder(cfg, s),
+            cfg.data.store,
+            "training",
+            views,
+            cfg.data.image_encoder,
+            cfg.data.evnet_encoder,
+            cfg.data.channels,
+        )
+        for s in unit.train_subjects
+    }
     split = join_subjects(splits)
     check_dims(split, cfg.train.target)
     if cfg.data.val_fraction <= 0:
@@ -325,8 +335,10 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=pri
     cfg_path = out / "config.yaml"
     changed = config_changes(cfg_path, cfg)
     if changed:
-        raise TrainingError(f"{out} holds a run of another configuration (differs in {', '.join(changed)}); "
-                            "train into a new folder — nothing was overwritten")  # fmt: skip
+        raise TrainingError(
+            f"{out} holds a run of another configuration (differs in {', '.join(changed)}); "
+            "train into a new folder — nothing was overwritten"
+        )
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, cfg_path)
@@ -339,13 +351,25 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=pri
             log(f"{unit.name}: already trained, kept")
             continue
         train, val = load_unit_data(cfg, unit)
-        log(f"{unit.name}: {len(train)} training rows ({train.n_images} images), "
-            f"{0 if val is None else val.n_images} validation images, seeds {cfg.seeds}")  # fmt: skip
+        log(
+            f"{unit.name}: {len(train)} training rows ({train.n_images} images), "
+            f"{0 if val is None else val.n_images} validation images, seeds {cfg.seeds}"
+        )
         t0 = time.perf_counter()
-        res = train_seeds(cfg.train, list(cfg.seeds), train, val, device=cfg.device, engine=cfg.engine,
-                          checkpoint_dir=folder / "checkpoint", checkpoint_every=cfg.checkpoint_every,
-                          fingerprint=fingerprint(cfg, unit, inputs), select_on=cfg.select_on,
-                          progress=progress, distributed=distributed)  # fmt: skip
+        res = train_seeds(
+            cfg.train,
+            list(cfg.seeds),
+            train,
+            val,
+            device=cfg.device,
+            engine=cfg.engine,
+            checkpoint_dir=folder / "checkpoint",
+            checkpoint_every=cfg.checkpoint_every,
+            fingerprint=fingerprint(cfg, unit, inputs),
+            select_on=cfg.select_on,
+            progress=progress,
+            distributed=distributed,
+        )
         seconds = time.perf_counter() - t0
         if rank != 0:
             _barrier(distributed)  # rank 0 is writing this unit's files
@@ -353,16 +377,29 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=pri
         save_weights(folder / "final.safetensors", res.stack.state_tensors(), cfg.seeds, {"epoch": cfg.train.epochs})
         if res.best is not None:
             save_weights(folder / "best.safetensors", res.best, cfg.seeds, {"epoch": res.best_epoch})
-        write_json(folder / "history.json", {"seeds": list(cfg.seeds), "epochs": res.history,
-                                             "best_epoch": res.best_epoch, "select_on": cfg.select_on,
-                                             "seconds": seconds, "resumed_from": res.resumed_from})  # fmt: skip
+        write_json(
+            folder / "history.json",
+            {
+                "seeds": list(cfg.seeds),
+                "epochs": res.history,
+                "best_epoch": res.best_epoch,
+                "select_on": cfg.select_on,
+                "seconds": seconds,
+                "resumed_from": res.resumed_from,
+            },
+        )
         chance = (math.log(min(cfg.train.batch_size, len(train))), None if val is None else 1 / val.n_images)
         plot_curves(res.history, list(cfg.seeds), folder / "curves.png", title=unit.name, chance=chance)
         log(f"{unit.name}: trained in {seconds:.0f} s -> {folder}")
         _barrier(distributed)
     if rank == 0:
-        write_manifest(out, stage="train", config=to_dict(cfg), inputs=all_inputs,
-                       outputs={u.name: f"units/{u.name}" for u in units_of(cfg)})  # fmt: skip
+        write_manifest(
+            out,
+            stage="train",
+            config=to_dict(cfg),
+            inputs=all_inputs,
+            outputs={u.name: f"units/{u.name}" for u in units_of(cfg)},
+        )
     return out
 
 
@@ -401,8 +438,13 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def plot_curves(history: list[dict[str, Any]], seeds: list[int], path: Path, title: str = "",
-                chance: tuple[float | None, float | None] = (None, None)) -> None:  # fmt: skip
+def plot_curves(
+    history: list[dict[str, Any]],
+    seeds: list[int],
+    path: Path,
+    title: str = "",
+    chance: tuple[float | None, float | None] = (None, None),
+) -> None:
     """Training loss and validation top-1 per seed; ``chance``: (loss, top-1) of a model that knows nothing,
     drawn dashed."""
     import matplotlib
@@ -436,11 +478,19 @@ def config_summary(cfg: RunConfig) -> dict[str, Any]:
     """The protocol every number is written with."""
     t = cfg.train
     return {
-        "subjects": cfg.data.subjects, "mode": cfg.data.mode, "seeds": cfg.seeds, "eeg_encoder": t.eeg_encoder,
-        "image_encoder": cfg.data.image_encoder, "evnet_encoder": cfg.data.evnet_encoder,
-        "target": dataclasses.asdict(t.target), "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
-        "val_fraction": cfg.data.val_fraction, "select_on": cfg.select_on,
-    }  # fmt: skip
+        "subjects": cfg.data.subjects,
+        "mode": cfg.data.mode,
+        "seeds": cfg.seeds,
+        "eeg_encoder": t.eeg_encoder,
+        "image_encoder": cfg.data.image_encoder,
+        "evnet_encoder": cfg.data.evnet_encoder,
+        "target": dataclasses.asdict(t.target),
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "val_fraction": cfg.data.val_fraction,
+        "select_on": cfg.select_on,
+    }
 
 
 __all__ = [
@@ -453,4 +503,4 @@ __all__ = [
     "run_config",
     "train_run",
     "units_of",
-]  # fmt: skip
+]

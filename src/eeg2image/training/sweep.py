@@ -25,8 +25,7 @@ class Job:
     sets: list[str]
 
     def train_args(self) -> list[str]:
-        args = ["train", str(self.run_dir), "--subjects", str(self.subject), "--seeds",
-                ",".join(map(str, self.seeds))]  # fmt: skip
+        args = ["train", str(self.run_dir), "--subjects", str(self.subject), "--seeds", ",".join(map(str, self.seeds))]
         if self.preset:
             args += ["--preset", self.preset]
         if self.config:
@@ -40,8 +39,15 @@ class Job:
         return f"{train} && eeg2image evaluate {shlex.quote(str(self.run_dir))}"
 
 
-def plan_sweep(out: Path, configs: list[Path], subjects: list[int], seeds: list[int], seeds_per_job: int,
-               preset: str | None = None, sets: list[str] | None = None) -> list[Job]:  # fmt: skip
+def plan_sweep(
+    out: Path,
+    configs: list[Path],
+    subjects: list[int],
+    seeds: list[int],
+    seeds_per_job: int,
+    preset: str | None = None,
+    sets: list[str] | None = None,
+) -> list[Job]:
     if not subjects or not seeds:
         raise ConfigError("a sweep needs subjects and seeds")
     if seeds_per_job < 1:

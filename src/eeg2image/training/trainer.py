@@ -95,9 +95,15 @@ class RetrievalModel(nn.Module):
         raise ValueError(f"unknown mode {mode!r}")
 
 
-def build_models(cfg: TrainConfig, seeds: list[int], n_chans: int, n_times: int, dim: int,
-                 sfreq: float | None = None, train_views: dict[str, torch.Tensor] | None = None
-                 ) -> list[RetrievalModel]:  # fmt: skip
+def build_models(
+    cfg: TrainConfig,
+    seeds: list[int],
+    n_chans: int,
+    n_times: int,
+    dim: int,
+    sfreq: float | None = None,
+    train_views: dict[str, torch.Tensor] | None = None,
+) -> list[RetrievalModel]:
     """One model per seed, each initialised from ``torch.manual_seed(seed)`` as if built alone; with
     ``train_views`` (the training images' embeddings) the target's centring means are set from them."""
     models = []
@@ -158,8 +164,16 @@ class SeedStack(nn.Module):
                     raise TrainingError(f"{source}: {n} has shape {tuple(tensors[n].shape)}, expected {tuple(t.shape)}")
                 t.copy_(tensors[n])
 
-    def run(self, mode: str, a: Any = None, b: Any = None, subject: torch.Tensor | None = None,
-            keys: torch.Tensor | None = None, shared: bool = False, row_offset: int = 0) -> Any:  # fmt: skip
+    def run(
+        self,
+        mode: str,
+        a: Any = None,
+        b: Any = None,
+        subject: torch.Tensor | None = None,
+        keys: torch.Tensor | None = None,
+        shared: bool = False,
+        row_offset: int = 0,
+    ) -> Any:
         """Call every seed's model. Inputs have a leading seed axis unless ``shared`` (then every seed sees the
         same ``a``/``b``/``subject``); ``keys`` (S,) are the seeds' dropout keys of this step."""
         base = self._base
@@ -171,8 +185,14 @@ class SeedStack(nn.Module):
         p, bufs = self.params(), self.buffers_dict()
         if self.engine == "vmap":
             d = None if shared else 0
-            in_dims = (0, 0, None if a is None else d, None if b is None else d, None if subject is None else d,
-                       None if keys is None else 0)  # fmt: skip
+            in_dims = (
+                0,
+                0,
+                None if a is None else d,
+                None if b is None else d,
+                None if subject is None else d,
+                None if keys is None else 0,
+            )
             return vmap(one, in_dims=in_dims, randomness="error")(p, bufs, a, b, subject, keys)
         outs = []
         for s in range(self.n_seeds):
@@ -182,14 +202,30 @@ class SeedStack(nn.Module):
                     return x
                 return {k: v[s] for k, v in x.items()} if isinstance(x, dict) else x[s]
 
-            outs.append(one({k: v[s] for k, v in p.items()}, {k: v[s] for k, v in bufs.items()}, pick(a), pick(b),
-                            pick(subject), None if keys is None else keys[s]))  # fmt: skip
+            outs.append(
+                one(
+                    {k: v[s] for k, v in p.items()},
+                    {k: v[s] for k, v in bufs.items()},
+                    pick(a),
+                    pick(b),
+                    pick(subject),
+                    None if keys is None else keys[s],
+                )
+            )
         if isinstance(outs[0], tuple):
             return tuple(torch.stack(o) for o in zip(*outs, strict=True))
         return torch.stack(outs)
 
-    def forward(self, x: torch.Tensor, views: dict[str, torch.Tensor], subject: torch.Tensor, keys: torch.Tensor,
-                row_offset: int = 0, gather: Callable | None = None, with_diag: bool = False) -> Any:  # fmt: skip
+    def forward(
+        self,
+        x: torch.Tensor,
+        views: dict[str, torch.Tensor],
+        subject: torch.Tensor,
+        keys: torch.Tensor,
+        row_offset: int = 0,
+        gather: Callable | None = None,
+        with_diag: bool = False,
+    ) -> Any:
         """One training step's per-seed losses (S,): embed, gather the batch across processes, InfoNCE.
         ``with_diag``: also the true pairs' logits of the whole batch (S, B), detached."""
         e, t = self.run("both", x, views, subject, keys, row_offset=row_offset)
@@ -267,8 +303,10 @@ def embed_eeg(stack: SeedStack, eeg_mean: torch.Tensor, subject: torch.Tensor, b
     """(N, C, T) averaged EEG -> (S, N, D) embeddings of every seed (eval mode, shared input)."""
     stack.eval()
     dev = next(stack.parameters()).device
-    outs = [stack.run("eeg", eeg_mean[i : i + batch].to(dev), subject=subject[i : i + batch].to(dev), shared=True)
-            for i in range(0, eeg_mean.shape[0], batch)]  # fmt: skip
+    outs = [
+        stack.run("eeg", eeg_mean[i : i + batch].to(dev), subject=subject[i : i + batch].to(dev), shared=True)
+        for i in range(0, eeg_mean.shape[0], batch)
+    ]
     return torch.cat(outs, dim=1).float()
 
 
@@ -308,9 +346,15 @@ class TrainResult:
 _STATE, _STATE_JSON = "state.safetensors", "state.json"
 
 
-def _save_state(folder: Path, stack: SeedStack, opt: torch.optim.Optimizer, gens: list[torch.Generator],
-                best: dict[str, torch.Tensor] | None, meta: dict[str, Any],
-                blur_state: UncertainBlurState | None = None) -> None:  # fmt: skip
+def _save_state(
+    folder: Path,
+    stack: SeedStack,
+    opt: torch.optim.Optimizer,
+    gens: list[torch.Generator],
+    best: dict[str, torch.Tensor] | None,
+    meta: dict[str, Any],
+    blur_state: UncertainBlurState | None = None,
+) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"model/{n}": t.detach().cpu().contiguous() for n, t in stack.state_tensors().items()}
@@ -482,8 +526,10 @@ def train_seeds(
             losses, diag = out if blur_state is not None else (out, None)
             if not torch.isfinite(losses).all():
                 bad = [seeds[i] for i in torch.nonzero(~torch.isfinite(losses)).flatten().tolist()]
-                raise TrainingError(f"epoch {epoch + 1}, step {b + 1}: the loss of seed(s) {bad} became NaN/Inf; "
-                                    "lower the learning rate or check the inputs")  # fmt: skip
+                raise TrainingError(
+                    f"epoch {epoch + 1}, step {b + 1}: the loss of seed(s) {bad} became NaN/Inf; "
+                    "lower the learning rate or check the inputs"
+                )
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
@@ -491,8 +537,12 @@ def train_seeds(
                 blur_state.update(torch.stack(idx_full).to(dev), diag)
             totals += losses.detach().double().cpu()
             counted += 1
-        rec: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "steps": counted,
-                               "loss": (totals / max(counted, 1)).tolist()}  # fmt: skip
+        rec: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": opt.param_groups[0]["lr"],
+            "steps": counted,
+            "loss": (totals / max(counted, 1)).tolist(),
+        }
         if blur_state is not None:
             blur_state.end_epoch()
             rec.update({f"blur_{k}": v for k, v in blur_state.counts().items()})
@@ -513,8 +563,14 @@ def train_seeds(
         history.append(rec)
         done = epoch + 1
         if ckpt is not None and dist.rank == 0 and (done % checkpoint_every == 0 or done == cfg.epochs):
-            meta = {"epoch": done, "history": history, "seeds": list(seeds), "fingerprint": fingerprint,
-                    "best_epoch": best_epoch, "best_score": best_score.tolist()}  # fmt: skip
+            meta = {
+                "epoch": done,
+                "history": history,
+                "seeds": list(seeds),
+                "fingerprint": fingerprint,
+                "best_epoch": best_epoch,
+                "best_score": best_score.tolist(),
+            }
             _save_state(ckpt, stack, opt, gens, best, meta, blur_state)
         if dist.world > 1:
             import torch.distributed as td

@@ -52,8 +52,10 @@ class UncertainBlurState:
 
     def counts(self) -> dict[str, list[int]]:
         """How many pairs each seed will train with less / medium / more blur next epoch."""
-        return {name: (self.label == v).sum(dim=1).tolist() for name, v in
-                (("less", LESS), ("medium", MEDIUM), ("more", MORE))}  # fmt: skip
+        return {
+            name: (self.label == v).sum(dim=1).tolist()
+            for name, v in (("less", LESS), ("medium", MEDIUM), ("more", MORE))
+        }
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"avg": self.avg, "label": self.label, "active": self.active}
