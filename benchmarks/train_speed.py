@@ -16,15 +16,15 @@ import time
 import numpy as np
 import torch
 
-from eeg2image.features.pairs import RetrievalSplit
-from eeg2image.training.run import RUN_PRESETS, run_config
+from eeg2image.datasets import RetrievalSplit
+from eeg2image.runs import run_config
 from eeg2image.training.trainer import train_seeds
 
 
 def full_size_split(n: int, dim: int = 1024) -> RetrievalSplit:
     g = torch.Generator().manual_seed(0)
-    target = RUN_PRESETS["reference"]["train"]["target"]
-    views = {v: torch.randn(n, dim, generator=g) for v in target["blur_views"]}
+    target = run_config("reference").train.target
+    views = {v: torch.randn(n, dim, generator=g) for v in target.blur_views}
     views["evnet:original"] = torch.randn(n, dim, generator=g)
     eeg = torch.randn(n, 1, 63, 250, generator=g)
     return RetrievalSplit(eeg, views, np.arange(n) // 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from eeg2image.cli import app
@@ -42,3 +43,67 @@ def test_simulate_then_preprocess_from_the_command_line(tmp_path):
     bad.write_text("chanels: all63\n")
     res = _run("preprocess", str(tmp_path / "ds"), str(tmp_path / "out2"), "--config", str(bad))
     assert res.returncode == 2 and "unknown key(s) chanels" in res.stderr
+
+
+def _main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Run ``eeg2image ARGS`` in this process as the console script does: (exit code, stderr)."""
+    from eeg2image.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["eeg2image", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (
+            ["train", "RUN", "--preset", "demo", "--set", "train.eeg_options.n_filterz=3"],
+            r"train\.eeg_options\.n_filterz \(EEG encoder 'ved'\): unknown option 'n_filterz'; known: n_filters",
+        ),
+        (["train", "RUN", "--encoder", "vedd"], r"train\.eeg_encoder: unknown EEG encoder 'vedd'; known: atms"),
+        (["train", "RUN", "--preset", "demoo"], r"unknown run preset 'demoo'; known: atms, demo, nice, reference"),
+        (["train", "RUN", "--set", "train.lrr=3"], r"unknown key\(s\) train\.lrr; known keys: amp"),
+        (["simulate", "OUT", "--preset", "huge"], r"unknown simulation preset 'huge'; known: demo, full, small"),
+        (["preprocess", "ROOT", "OUT", "--preset", "fancy"], r"unknown preprocess preset 'fancy'; known: authors"),
+        (["simulate", "OUT", "--set", "n_test_concept=3"], r"unknown key\(s\) n_test_concept"),
+    ],
+)
+def test_unknown_names_exit_2_with_one_message(monkeypatch, capsys, tmp_path, args, named):
+    import re
+
+    args = [str(tmp_path / a) if a.isupper() else a for a in args]
+    code, err = _main(monkeypatch, capsys, *args)
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(named, lines[0]), err
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_presets_are_yaml_files_listed_with_their_descriptions():
+    from importlib import resources
+
+    from eeg2image.config import list_presets
+    from eeg2image.data.preprocess import preset_config
+    from eeg2image.data.simulate import simulation_config
+    from eeg2image.runs import run_config
+
+    res = CliRunner().invoke(app, ["presets"])
+    assert res.exit_code == 0, res.output
+    expected = {
+        "simulation": ["demo", "full", "small", "tiny"],
+        "preprocess": ["authors", "nice", "ubp"],
+        "run": ["atms", "demo", "nice", "reference", "ubp"],
+    }
+    listed = list_presets()
+    assert {st: [n for s, n, _ in listed if s == st] for st in expected} == expected
+    build = {"simulation": simulation_config, "preprocess": preset_config, "run": run_config}
+    for stage, name, desc in listed:
+        assert len(desc) > 20 and f"{stage} {name}" in res.output and desc[:40] in res.output
+        assert (resources.files("eeg2image") / "configs" / stage / f"{name}.yaml").is_file()
+        build[stage](name)  # every preset builds its stage's config
+    assert run_config("reference").seeds == list(range(21, 31)) and run_config("demo").train.epochs == 20

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from eeg2image.features.pairs import RetrievalSplit
+from eeg2image.datasets import RetrievalSplit
 from eeg2image.models.fusion import TargetConfig
 from eeg2image.training.trainer import TrainConfig, train_seeds
 

@@ -20,7 +20,7 @@ from eeg2image.features.views import (
     parse_views,
 )
 from eeg2image.features.weights import MissingWeightsError
-from eeg2image.io import DataFormatError
+from eeg2image.io import ConfigError, DataFormatError, MissingDataError
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,10 @@ def test_view_specs_parse_and_reject():
     assert [v.name for v in parse_views("blur8")][:3] == ["blur-k01", "blur-k03", "blur-k15"]
     assert [v.name for v in parse_views("fovea:kernel=45,edges")] == ["fovea-k45-g3", "edges-100-200"]
     assert GaussianBlur(kernel=9).recipe() != GaussianBlur(kernel=15).recipe()
-    with pytest.raises(DataFormatError, match="unknown view 'sharpen'"):
+    with pytest.raises(ConfigError, match="unknown view 'sharpen'; known: original, blur, .*blur12"):
         parse_views("sharpen")
+    with pytest.raises(ConfigError, match="view set 'blur12' takes no options"):
+        parse_views("blur12:k=3")
     with pytest.raises(DataFormatError, match="odd"):
         parse_views("blur:k=4")
 
@@ -131,8 +133,35 @@ def test_missing_weights_name_the_file_and_the_fetch_command(tmp_path, monkeypat
         build_image_encoder("openclip:RN50/openai", device="cpu")
     with pytest.raises(MissingWeightsError, match=r"h94/IP-Adapter.*models/image_encoder/config.json"):
         build_image_encoder("ipadapter:h94/IP-Adapter", device="cpu")
-    with pytest.raises(DataFormatError, match="unknown image encoder 'clip-xl'"):
+    with pytest.raises(ConfigError, match="unknown image encoder 'clip-xl'; known: openclip, "):
         build_image_encoder("clip-xl", device="cpu")
+
+
+def test_unknown_names_are_config_errors_and_absent_files_missing_data(tmp_path):
+    import json
+
+    with pytest.raises(ConfigError, match="unknown text encoder 'bert'; known: openclip, "):
+        build_text_encoder("bert:base", device="cpu")
+    with pytest.raises(ConfigError, match="unknown OpenCLIP pretrained tag for RN50 'opena'; known: openai, "):
+        build_image_encoder("openclip:RN50/opena", device="cpu")
+    with pytest.raises(ConfigError, match="unknown OpenCLIP architecture 'RN49'"):
+        build_text_encoder("openclip:RN49/openai", device="cpu")
+    with pytest.raises(ConfigError, match="must be 'openclip:<arch>/<pretrained>'"):
+        build_image_encoder("openclip:RN50", device="cpu")
+    with pytest.raises(ConfigError, match="unknown EVNet preset 'fancy'; known: standard, "):
+        build_image_encoder("evnet:fancy", device="cpu")
+    with pytest.raises(MissingDataError, match="openclip-config: .*nothing.json not found"):
+        build_image_encoder(f"openclip-config:{tmp_path / 'nothing.json'}", device="cpu")
+    with pytest.raises(MissingWeightsError, match="OpenCLIP weights file .*nothing.safetensors not found"):
+        build_image_encoder("openclip:RN50/openai", weights=str(tmp_path / "nothing.safetensors"), device="cpu")
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    with pytest.raises(ConfigError, match="evnet-clip: unknown input 'bgr'; known: raw, clip"):
+        build_image_encoder(f"evnet-clip:config={cfg};input=bgr", device="cpu")
+    with pytest.raises(ConfigError, match="evnet-clip: unknown EVNet preset 'fancy'"):
+        build_image_encoder(f"evnet-clip:config={cfg};evnet=fancy", device="cpu")
+    with pytest.raises(ConfigError, match="evnet-clip: unknown option 'sed'; known: seed, input, evnet"):
+        build_image_encoder(f"evnet-clip:config={cfg};sed=1", device="cpu")
 
 
 TINY_CLIP = {
@@ -333,6 +362,66 @@ def test_openclip_weights_are_found_in_the_hugging_face_cache(tmp_path, monkeypa
         enc.identity()["checkpoint"]
         == build_image_encoder("openclip:TinyCLIP-e2i/e2i", device="cpu").identity()["checkpoint"]
     )
+
+
+TINY_VIT = {  # a ViT with OpenAI CLIP's layout, small enough for a fast test
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+TINY_RN = {**TINY_VIT, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16}}
+
+
+def test_openai_tags_run_quick_gelu_as_open_clip_builds_them(tmp_path, monkeypatch, photos):
+    """OpenAI (and other QuickGELU-trained) tags, loaded from a weights file, run QuickGELU like
+    ``open_clip.create_model(arch, pretrained=<file>, force_quick_gelu=True)``; other tags plain GELU."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    from eeg2image.features.encoders import tiny_openclip_model
+
+    files = {}
+    for arch, cfg in (("TinyViT-e2i", TINY_VIT), ("TinyRN-e2i", TINY_RN)):
+        (tmp_path / f"{arch}.json").write_text(json.dumps(cfg))
+        open_clip.add_model_config(tmp_path / f"{arch}.json")
+        state = {k: v.contiguous() for k, v in tiny_openclip_model(cfg, seed=3).state_dict().items()}
+        save_file(state, files.setdefault(arch, str(tmp_path / f"{arch}.safetensors")))
+    real_cfg = open_clip.get_pretrained_cfg
+
+    def pretrained_cfg(arch, tag):  # a non-openai tag whose pretrained cfg says quick_gelu (MetaCLIP, DFN...)
+        return {"hf_hub": "x/y", "quick_gelu": True} if tag == "qg-tag" else real_cfg(arch, tag)
+
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", pretrained_cfg)
+
+    arch, weights = "TinyViT-e2i", files["TinyViT-e2i"]
+    views = [GaussianBlur(kernel=1)(p) for p in photos[:3]]
+    texts = ["This picture is a cat", "This picture is an airplane"]
+    from eeg2image.features.encoders import to_tensor
+
+    want = {}
+    for quick in (True, False):
+        ref = open_clip.create_model(arch, pretrained=weights, force_quick_gelu=quick).eval()
+        with torch.no_grad():
+            tokens = open_clip.get_tokenizer(arch)(texts)
+            want[quick] = (ref.encode_image(to_tensor(views, 32)).numpy(), ref.encode_text(tokens).numpy())
+    for k in (0, 1):  # the activation matters: the two builds differ well beyond the tolerance below
+        assert np.abs(want[True][k] - want[False][k]).max() > 1e-3
+    for tag, quick in (("openai", True), ("qg-tag", True), ("e2i", False)):
+        enc = build_image_encoder(f"openclip:{arch}/{tag}", weights=weights, device="cpu")
+        text = build_text_encoder(f"openclip:{arch}/{tag}", weights=weights, device="cpu")
+        np.testing.assert_allclose(enc.encode(views), want[quick][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(text.encode(texts), want[quick][1], rtol=1e-5, atol=1e-6)
+        # recorded in the identity, so a store table made with the other activation is recomputed
+        assert enc.identity().get("quick_gelu", False) is quick and text.identity().get("quick_gelu", False) is quick
+    # evnet-clip goes through the same builder
+    evnet_clip = build_image_encoder(f"evnet-clip:{arch}/openai", weights=weights, device="cpu")
+    assert evnet_clip.identity()["clip"]["quick_gelu"] is True
+    # a ModifiedResNet image tower has no GELU (its RN50 tables stay valid); its text tower has QuickGELU
+    rn = build_image_encoder("openclip:TinyRN-e2i/openai", weights=files["TinyRN-e2i"], device="cpu")
+    assert "quick_gelu" not in rn.identity()
+    assert build_text_encoder("openclip:TinyRN-e2i/openai", weights=files["TinyRN-e2i"], device="cpu").quick_gelu
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -74,7 +74,7 @@ def test_centering_removes_the_training_mean_and_travels_with_the_weights():
 def test_trainer_centres_with_the_training_images_only():
     import numpy as np
 
-    from eeg2image.features.pairs import RetrievalSplit
+    from eeg2image.datasets import RetrievalSplit
     from eeg2image.training.trainer import TrainConfig, train_seeds
 
     g = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from eeg2image.training.losses import SymmetricInfoNCE
+from eeg2image.models.losses import SymmetricInfoNCE
 
 
 def test_aligned_pairs_give_low_loss_random_pairs_give_log_batch():

@@ -10,6 +10,7 @@ from scipy.linalg import fractional_matrix_power
 from sklearn.discriminant_analysis import _cov
 from sklearn.utils import shuffle
 
+from eeg2image.config import list_presets
 from eeg2image.data import preprocess as pp
 from eeg2image.data.preprocess import (
     PreprocessConfig,
@@ -30,7 +31,7 @@ from eeg2image.data.things_eeg2 import (
     find_raw_file,
     read_raw_file,
 )
-from eeg2image.io import DataFormatError
+from eeg2image.io import ConfigError, DataFormatError
 
 
 def test_nice_shapes_channels_times_and_session_design(tiny_nice, tiny_sim_config):
@@ -214,3 +215,39 @@ def test_a_current_output_is_reused_and_a_changed_input_is_not(tiny_dataset, tmp
         raw, tmp_path / "out", 1, dataclasses.replace(cfg, reps_test=20, dtype="float64"), progress=False
     )
     assert calls == [1, 2, 3, 4]  # another config: recomputed
+
+
+def test_presets_are_the_yaml_files_and_give_the_configs_they_always_gave(tmp_path):
+    assert preset_config("nice") == PreprocessConfig()  # the dataclass defaults are the nice preset
+    # the Python literals the YAML files replaced
+    assert preset_config("authors") == PreprocessConfig(
+        preset="authors",
+        channels="occipitoparietal17",
+        tmax=0.8,
+        sfreq=100.0,
+        keep_from=None,
+        mvnn="time",
+        mvnn_covariance="training+test",
+    )
+    assert preset_config("ubp") == PreprocessConfig(preset="ubp", shuffle_repetitions=False)
+    assert {name for _, name, _ in list_presets("preprocess")} == {"nice", "authors", "ubp"}
+    assert all(desc for _, _, desc in list_presets("preprocess"))
+    # keyword fields override (None skipped), after a user's YAML file
+    assert preset_config("nice", mvnn="none", shuffle_repetitions=False, dtype=None) == PreprocessConfig(
+        mvnn="none", shuffle_repetitions=False
+    )
+    user = tmp_path / "pre.yaml"
+    user.write_text("description: mine\nsfreq: 200.0\nreps_test: 10\n")
+    cfg = preset_config("authors", user, {"reps_test": 5})
+    assert (cfg.preset, cfg.channels, cfg.sfreq, cfg.reps_test) == ("authors", "occipitoparietal17", 200.0, 5)
+
+
+def test_unknown_names_are_config_errors():
+    with pytest.raises(ConfigError, match=r"unknown preprocess preset 'nicer'; known: authors, nice, ubp"):
+        preset_config("nicer")
+    with pytest.raises(ConfigError, match=r"unknown channel set 'all64'; known: all63, raw63"):
+        PreprocessConfig(channels="all64")
+    with pytest.raises(ConfigError, match=r"channels \['Q1'\] are not THINGS-EEG2 channels"):
+        preset_config("nice", channels=["O1", "Q1"])
+    with pytest.raises(ConfigError, match=r"unknown MVNN mode 'none'; known: epochs, time"):
+        pp.noise_covariance(np.zeros((2, 2, 3, 4)), "none")

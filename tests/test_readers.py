@@ -19,6 +19,9 @@ from eeg2image.data.things_eeg2 import (
     load_image,
     read_preprocessed,
     read_raw_file,
+    write_preprocessed_dict,
+    write_raw_file,
+    write_ubp_pt,
 )
 from eeg2image.io import DataFormatError, MissingDataError
 
@@ -205,3 +208,32 @@ def test_ubp_file_with_wrong_session_shape(dataset_copy):
     torch.save(obj, path)
     with pytest.raises(DataFormatError, match=r"test.pt: key 'session' has shape"):
         read_preprocessed(path)
+
+
+def test_each_writer_round_trips_through_the_reader_it_mirrors(tmp_path, tiny_dataset):
+    rng = np.random.default_rng(0)
+    raw = np.zeros((64, 3000))
+    raw[:63] = rng.normal(scale=1e-5, size=(63, 3000))
+    raw[63, [1000, 1200, 1400]] = [2, 1, 99999]
+    write_raw_file(tmp_path / "raw" / "raw_eeg_test.npy", raw)
+    rec = read_raw_file(tmp_path / "raw" / "raw_eeg_test.npy")
+    np.testing.assert_array_equal(rec.data, raw)
+    assert rec.ch_names == [*RAW_CHANNEL_ORDER, "stim"] and rec.sfreq == 1000.0
+
+    images = ImageSet.discover(tiny_dataset)
+    n_test = len(images.files("test"))
+    eeg = rng.normal(size=(n_test, 2, 63, 10))
+    times = np.arange(-2, 10) / 10  # uncropped: the data are the last 10
+    for container, source in (("npy", "official"), ("pickle", "nice")):
+        path = write_preprocessed_dict(tmp_path / container, "test", eeg, NICE_CHANNEL_ORDER, times, container)
+        back = read_preprocessed(path)
+        assert back.source == source and back.ch_names == list(NICE_CHANNEL_ORDER)
+        np.testing.assert_array_equal(back.data, eeg)
+        np.testing.assert_array_equal(back.times, times[2:])
+
+    sessions = np.tile([1, 3], (n_test, 1))
+    path = write_ubp_pt(tmp_path / "ubp", "test", eeg, sessions, images, NICE_CHANNEL_ORDER, times)
+    back = read_preprocessed(path)
+    assert path.name == "test.pt" and back.source == "ubp" and back.data.dtype == np.float16
+    np.testing.assert_array_equal(back.data, eeg.astype(np.float16))
+    np.testing.assert_array_equal(back.sessions, sessions)

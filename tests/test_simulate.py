@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from eeg2image.config import list_presets
 from eeg2image.data.simulate import (
     FACTORS,
     Concept,
+    SimulationConfig,
     SubjectModel,
     draw_concepts,
+    simulate_dataset,
     simulate_recording,
     simulation_config,
 )
@@ -21,6 +25,7 @@ from eeg2image.data.things_eeg2 import (
     read_raw_file,
 )
 from eeg2image.demo import split_half_identification, split_half_reliability
+from eeg2image.io import ConfigError
 
 
 def test_stim_decoding_recovers_every_id_and_drops_targets():
@@ -92,3 +97,33 @@ def test_averaged_test_trials_carry_signal_single_trials_are_noisy(tiny_nice):
     assert split_half_identification(data) >= 0.5
     # ... while single trials barely do: reliability of 1-trial "halves" is much lower than of 40-trial ones
     assert split_half_reliability(data[:, :2]) < 0.5 * split_half_reliability(data)
+
+
+def test_presets_are_the_yaml_files_and_give_the_configs_they_always_gave(tmp_path):
+    # the Python literals the YAML files replaced
+    old = {
+        "tiny": {},
+        "small": {"n_train_concepts": 60, "images_per_concept": 5, "n_test_concepts": 20},
+        "demo": {"n_train_concepts": 150, "images_per_concept": 8, "n_test_concepts": 50, "image_size": 128},
+        "full": {"n_train_concepts": 1654, "images_per_concept": 10, "n_test_concepts": 200, "image_size": 500},
+    }
+    assert {name for _, name, _ in list_presets("simulation")} == set(old)
+    assert all(desc for _, _, desc in list_presets("simulation"))
+    for name, fields in old.items():
+        assert simulation_config(name) == SimulationConfig(preset=name, **fields), name
+    assert simulation_config() == SimulationConfig()  # the defaults are the tiny preset
+    assert simulation_config("small", seed=5, n_test_concepts=40, specific_uv=12.0, subjects=None) == SimulationConfig(
+        preset="small", n_train_concepts=60, images_per_concept=5, n_test_concepts=40, seed=5, specific_uv=12.0
+    )
+    user = tmp_path / "sim.yaml"
+    user.write_text("seed: 7\nsubjects: [1, 2]\npause: [1.0, 2.0]\n")
+    cfg = simulation_config("demo", user, {"seed": 8})
+    assert (cfg.preset, cfg.image_size, cfg.seed, cfg.subjects, cfg.pause) == ("demo", 128, 8, [1, 2], (1.0, 2.0))
+
+
+def test_unknown_names_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown simulation preset 'huge'; known: demo, full, small, tiny"):
+        simulation_config("huge")
+    with pytest.raises(ConfigError, match=r"simulate: unknown extra format 'atm'; known: nice, ubp"):
+        simulate_dataset(tmp_path / "ds", formats=("nice", "atm"), progress=False)
+    assert not (tmp_path / "ds").exists()  # checked before anything is written

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from eeg2image.datasets import RetrievalSplit, concept_disjoint_split, load_split
 from eeg2image.features.embed import embed_images
 from eeg2image.features.encoders import build_image_encoder
-from eeg2image.features.pairs import RetrievalSplit
 from eeg2image.features.views import parse_views
 from eeg2image.io import DataFormatError
 from eeg2image.models.dropout import KeyedDropout, keyed_dropout
 from eeg2image.models.fusion import TargetConfig
-from eeg2image.training.data import concept_disjoint_split, load_split
-from eeg2image.training.trainer import TrainConfig, TrainingError, average_reps, embed_eeg, train_seeds
+from eeg2image.models.retrieval import embed_eeg
+from eeg2image.training.trainer import TrainConfig, TrainingError, average_reps, train_seeds
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +164,25 @@ def test_drop_last_and_schedule_switches():
     cos = TrainConfig(eeg_encoder="linear", epochs=4, batch_size=30, schedule="cosine", lr=1e-3)
     lrs = [h["lr"] for h in train_seeds(cos, [0], split, device="cpu").history]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.2e-3 < 0.8e-3 < lrs[0]
+
+
+def test_validation_ranks_exactly_as_evaluation_reports():
+    """The validation numbers a checkpoint is selected on are the ones evaluation's metric code gives for the same
+    weights and images, ties included: pairs of validation images share one embedding, so their targets tie
+    exactly and, counted against the model, neither can be top-1."""
+    from eeg2image.evaluation.retrieval import cosine_similarity, retrieval_metrics
+    from eeg2image.models.retrieval import embed_targets
+
+    split = random_split()
+    views = split.views["original"].clone()
+    views[73::2] = views[72::2]  # validation images 72/73, 74/75, ...: identical embeddings
+    split = RetrievalSplit(split.eeg, {"original": views}, split.concept)
+    train, val = split.subset(np.arange(72)), split.subset(np.arange(72, 96))
+    res = train_seeds(TrainConfig(eeg_encoder="linear", epochs=2, batch_size=32), [0, 1], train, val, device="cpu")
+    q, sub, img = val.queries()
+    e, g = embed_eeg(res.stack, q, sub).numpy(), embed_targets(res.stack, val.views).numpy()
+    last = res.history[-1]
+    for i in range(2):
+        m = retrieval_metrics(cosine_similarity(e[i], g[i]), img)
+        assert (m["top1"], m["top5"], m["mrr"]) == (last["val_top1"][i], last["val_top5"][i], last["val_mrr"][i])
+        assert m["top1"] == 0.0  # every target ties with its twin

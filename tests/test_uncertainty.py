@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from eeg2image.config import ConfigError, from_dict
-from eeg2image.features.pairs import RetrievalSplit
+from eeg2image.datasets import RetrievalSplit
 from eeg2image.models.fusion import TargetConfig
-from eeg2image.training.trainer import TrainConfig, embed_targets, train_seeds
+from eeg2image.models.retrieval import embed_targets
+from eeg2image.training.trainer import TrainConfig, train_seeds
 from eeg2image.training.uncertainty import LESS, MEDIUM, MORE, UncertainBlurState
 
 UBP_VIEWS = ["fovea-k45-g3", "fovea-k51-g3", "fovea-k57-g3"]

@@ -14,7 +14,8 @@ from .io import Eeg2ImageError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Decode what a person saw from EEG (THINGS-EEG2): simulate, preprocess, embed, train, evaluate.",
+    help="Decode what a person saw from EEG (THINGS-EEG2): simulate, preprocess, embed, train, evaluate.\n\n"
+    "Configs: a preset (`eeg2image presets`), then --config FILE.yaml, then --set key=value.",
 )
 
 
@@ -27,25 +28,25 @@ def _ints(text: str | None) -> list[int] | None:
         raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from exc
 
 
+SET_HELP = "Any config key, repeatable: --set key=value (value parsed as YAML)."
+
+
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Argument(help="Folder to write the simulated dataset into.")],
-    preset: Annotated[str, typer.Option(help="Size: tiny | small | demo | full (real counts).")] = "tiny",
-    subjects: Annotated[str, typer.Option(help="Comma-separated subject numbers.")] = "1",
-    seed: Annotated[int, typer.Option(help="Seed of the whole simulation.")] = 0,
+    preset: Annotated[str, typer.Option(help="Size: tiny | small | demo | full (see `eeg2image presets`).")] = "tiny",
+    subjects: Annotated[str | None, typer.Option(help="Comma-separated subject numbers.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the whole simulation.")] = None,
     formats: Annotated[str, typer.Option(help="Extra preprocessed layouts: nice,ubp.")] = "",
-    config: Annotated[Path | None, typer.Option(help="YAML SimulationConfig (overrides the preset).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML SimulationConfig (over the preset).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
     """Write a simulated THINGS-EEG2 with the real on-disk layout (raw, preprocessed, images, metadata)."""
-    from .config import load_config, to_dict
-    from .data.simulate import SIMULATION_PRESETS, SimulationConfig, simulate_dataset, simulation_config
+    from .config import parse_sets, to_dict
+    from .data.simulate import simulate_dataset, simulation_config
 
-    if config is not None:
-        cfg = load_config(SimulationConfig, config)
-    else:
-        if preset not in SIMULATION_PRESETS:
-            raise typer.BadParameter(f"unknown preset {preset!r}; known: {', '.join(SIMULATION_PRESETS)}")
-        cfg = simulation_config(preset, subjects=_ints(subjects), seed=seed)
+    over = {"subjects": _ints(subjects), "seed": seed, **parse_sets(set_)}
+    cfg = simulation_config(preset, config, over)
     fmts = tuple(f for f in formats.split(",") if f)
     t0 = time.perf_counter()
     simulate_dataset(out, cfg, formats=fmts)
@@ -63,19 +64,15 @@ def preprocess(
     out: Annotated[Path, typer.Argument(help="Output folder; sub-XX/ is written inside.")],
     subjects: Annotated[str, typer.Option(help="Comma-separated subject numbers.")] = "1",
     preset: Annotated[str, typer.Option(help="nice (63 ch, 250 Hz) | authors (17 ch, 100 Hz) | ubp.")] = "nice",
-    config: Annotated[Path | None, typer.Option(help="YAML PreprocessConfig (overrides the preset).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML PreprocessConfig (over the preset).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Raw EEG -> epoched, whitened, memory-mappable arrays with a manifest (resumable)."""
-    from .config import load_config, save_config, to_dict
-    from .data.preprocess import PREPROCESS_PRESETS, PreprocessConfig, preprocess_subject
+    from .config import parse_sets, save_config, to_dict
+    from .data.preprocess import preprocess_subject, preset_config
 
-    if config is not None:
-        cfg = load_config(PreprocessConfig, config)
-    else:
-        if preset not in PREPROCESS_PRESETS:
-            raise typer.BadParameter(f"unknown preset {preset!r}; known: {', '.join(PREPROCESS_PRESETS)}")
-        cfg = PREPROCESS_PRESETS[preset]
+    cfg = preset_config(preset, config, parse_sets(set_))
     for s in _ints(subjects) or [1]:
         t0 = time.perf_counter()
         folder = preprocess_subject(root, out, s, cfg, progress=not quiet)
@@ -147,19 +144,6 @@ def _seeds(text: str | None) -> list[int] | None:
     return out
 
 
-def _sets(items: list[str] | None) -> dict[str, object]:
-    """``--set train.lr=3e-4`` -> {"train.lr": 0.0003} (values parsed as YAML)."""
-    import yaml
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
 @app.command()
 def train(
     out: Annotated[Path, typer.Argument(help="Run folder (created; a killed run resumes from it).")],
@@ -176,11 +160,13 @@ def train(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set train.lr=3e-4.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train EEG encoders (all seeds of a configuration together) into a run folder."""
-    from .training.run import run_config, train_run
+    from .config import parse_sets
+    from .runs import run_config
+    from .training.run import train_run
 
     over = {
         "data.preprocessed": str(preprocessed) if preprocessed else None,
@@ -192,7 +178,7 @@ def train(
         "train.eeg_encoder": encoder,
         "train.epochs": epochs,
         "device": device,
-        **_sets(set_),
+        **parse_sets(set_),
     }
     cfg = run_config(preset, config, **over)
     try:
@@ -227,10 +213,7 @@ def sweep(
     execute: Annotated[bool, typer.Option(help="Run the jobs here, one after another, then merge.")] = False,
 ) -> None:
     """Plan subjects x seeds x configs as independent jobs (jobs.txt); --execute runs them and merges."""
-    from .evaluation.evaluate import evaluate_run
-    from .evaluation.table import write_table
-    from .training.run import run_config, train_run
-    from .training.sweep import plan_sweep, write_jobs
+    from .pipeline import plan_sweep, run_all, write_jobs
 
     jobs = plan_sweep(
         out, list(config or []), _ints(subjects) or [1], _seeds(seeds) or [0], seeds_per_job, preset, list(set_ or [])
@@ -238,14 +221,7 @@ def sweep(
     path = write_jobs(out, jobs)
     typer.echo(f"{len(jobs)} jobs -> {path} (one shell line each; `eeg2image table {out}` merges their results)")
     if execute:
-        for i, job in enumerate(jobs, 1):
-            typer.echo(f"[job {i}/{len(jobs)}] {job.run_dir}")
-            cfg = run_config(
-                job.preset, job.config, **{"data.subjects": [job.subject], "seeds": job.seeds}, **_sets(job.sets)
-            )
-            train_run(cfg, job.run_dir, progress=False, log=typer.echo)
-            evaluate_run(job.run_dir, log=typer.echo)
-        _, md = write_table(out)
+        md = run_all({job.run_dir: job.run_config() for job in jobs}, out, progress=False, log=typer.echo)
         typer.echo(md.read_text())
 
 
@@ -258,6 +234,18 @@ def table(
 
     _, md = write_table(root)
     typer.echo(md.read_text())
+
+
+@app.command()
+def presets() -> None:
+    """The shipped presets of every stage (simulation, preprocess, run), each with its one-line description."""
+    from .config import list_presets
+
+    rows = list_presets()
+    width = max(len(f"{st} {name}") for st, name, _ in rows)
+    for st, name, desc in rows:
+        typer.echo(f"{f'{st} {name}':<{width}}  {desc}")
+    typer.echo("use: eeg2image simulate --preset NAME | preprocess --preset NAME | train --preset NAME")
 
 
 @app.command()

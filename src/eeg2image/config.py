@@ -1,8 +1,11 @@
-"""Typed dataclass configs that load from and save to YAML.
+"""Typed dataclass configs that load from and save to YAML, and the presets shipped as YAML files.
 
-Every stage has one config dataclass. ``load_config(Cls, path_or_mapping, **overrides)`` builds it,
-checking every key and type (an unknown key is an error that names it, so a typo never silently falls
-back to a default); ``to_dict`` and ``save_config`` write the resolved config next to each output.
+Every stage has one config dataclass. One loader builds any of them, in three layers:
+``stage_config(Cls, stage, preset, yaml_file, {"dotted.key": value})``: the preset (a YAML file in
+``eeg2image/configs/<stage>/``), then the user's YAML file, then ``--set``-style overrides. Every key and
+type is checked (an unknown key is an error that names it, so a typo never silently falls back to a
+default); ``to_dict`` and ``save_config`` write the resolved config next to each output.
+``eeg2image presets`` lists the presets with the one-line ``description`` each file starts with.
 """
 
 from __future__ import annotations
@@ -16,15 +19,27 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .io import DataFormatError, atomic_path
+from .io import ConfigError, atomic_path, check_option
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "from_dict", "load_config", "save_config", "to_dict"]
+__all__ = [
+    "PRESET_STAGES",
+    "ConfigError",
+    "from_dict",
+    "list_presets",
+    "load_config",
+    "parse_sets",
+    "preset_data",
+    "save_config",
+    "stage_config",
+    "to_dict",
+]
 
-
-class ConfigError(DataFormatError):
-    """A config key or value does not fit the config's schema."""
+#: The stages that ship presets (``eeg2image/configs/<stage>/<name>.yaml``).
+PRESET_STAGES = ("simulation", "preprocess", "run")
+#: A preset's (or a user file's) one-line description: documentation, not a config key.
+DESCRIPTION_KEY = "description"
 
 
 def to_dict(obj: Any) -> Any:
@@ -133,23 +148,120 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     return obj
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path`` (its ``description`` line dropped), with the file named in every error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found.")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}).") from exc
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level.")
+    return {k: v for k, v in loaded.items() if k != DESCRIPTION_KEY}
+
+
 def load_config(cls: type[T], source: str | Path | Mapping[str, Any] | None = None, **overrides: Any) -> T:
     """Load ``cls`` from a YAML file or mapping (or defaults), then apply non-None ``overrides``."""
     data: dict[str, Any] = {}
     if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found.")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc}).") from exc
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: expected a mapping at the top level.")
-        data.update(loaded)
+        data.update(read_yaml(source))
     elif isinstance(source, Mapping):
         data.update(source)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(cls, data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets (YAML files inside the package) and the one layered loader
+# --------------------------------------------------------------------------------------------------
+
+
+def _preset_folder(stage: str):
+    from importlib import resources
+
+    check_option("preset stage", stage, PRESET_STAGES)
+    return resources.files("eeg2image") / "configs" / stage
+
+
+def preset_names(stage: str) -> list[str]:
+    return sorted(p.name[:-5] for p in _preset_folder(stage).iterdir() if p.name.endswith(".yaml"))
+
+
+def _preset_text(stage: str, name: str) -> str:
+    check_option(f"{stage} preset", name, preset_names(stage))
+    return (_preset_folder(stage) / f"{name}.yaml").read_text()
+
+
+def preset_data(stage: str, name: str) -> dict[str, Any]:
+    """The mapping a preset file holds (without its description)."""
+    loaded = yaml.safe_load(_preset_text(stage, name)) or {}
+    return {k: v for k, v in loaded.items() if k != DESCRIPTION_KEY}
+
+
+def list_presets(stage: str | None = None) -> list[tuple[str, str, str]]:
+    """(stage, name, one-line description) of every shipped preset."""
+    out = []
+    for st in [stage] if stage else PRESET_STAGES:
+        for name in preset_names(st):
+            desc = (yaml.safe_load(_preset_text(st, name)) or {}).get(DESCRIPTION_KEY, "")
+            out.append((st, name, " ".join(str(desc).split())))
+    return out
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base`` recursively (mappings merge, anything else replaces)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``data["train"]["lr"] = value`` for ``key = "train.lr"`` (missing levels are created)."""
+    node = data
+    *parents, leaf = key.split(".")
+    for p in parents:
+        child = node.get(p)
+        if not isinstance(child, dict):
+            child = node[p] = {}
+        node = child
+    node[leaf] = value
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=3e-4"]`` (``--set`` arguments) -> ``{"train.lr": 0.0003}``; values are parsed as YAML."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def stage_config(
+    cls: type[T],
+    stage: str,
+    preset: str | None = None,
+    yaml_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> T:
+    """The one loader of every stage: preset -> YAML file -> ``overrides`` (dotted keys, ``None`` skipped).
+
+    A dataclass with a ``preset`` field records the preset's name (unless a layer sets it)."""
+    data: dict[str, Any] = {}
+    if preset:
+        data = merge(data, preset_data(stage, preset))
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if "preset" in names:
+            data.setdefault("preset", preset)
+    if yaml_file is not None:
+        data = merge(data, read_yaml(yaml_file))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(data, key, value)
     return from_dict(cls, data)
 
 

@@ -134,9 +134,8 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
 
 
 def _train_and_evaluate(workdir: Path, dataset: Path, pre_root: Path) -> None:
-    from .evaluation.evaluate import evaluate_run
-    from .evaluation.table import write_table
-    from .training.run import run_config, train_run
+    from .pipeline import run_all
+    from .runs import run_config
 
     runs = workdir / "runs"
     paths = {
@@ -150,31 +149,12 @@ def _train_and_evaluate(workdir: Path, dataset: Path, pre_root: Path) -> None:
         "evnet-centred-target": {"data.image_encoder": "evnet", "train.target.center": True},
     }
     print(f"[5/6] train the multi-level-blur EEG encoder, seeds 0-2 together, against each target -> {runs}")
-    for name, over in targets.items():
-        t = time.perf_counter()
-        cfg = run_config("demo", None, **paths, **over)
-        _clear_stale_run(runs / name, cfg)
-        train_run(cfg, runs / name, progress=True, log=lambda m: print("      " + m))
-        print(f"      {name}: {time.perf_counter() - t:.0f} s")
-    print("[6/6] zero-shot retrieval on the test images (only `evaluate` reads them)")
-    for name in targets:
-        evaluate_run(runs / name, log=lambda m: print("      " + m))
-    _, md = write_table(runs)
+    print("[6/6] and evaluate zero-shot retrieval on the test images (only `evaluate` reads them)")
+    plan = {runs / name: run_config("demo", None, **paths, **over) for name, over in targets.items()}
+    md = run_all(plan, runs, progress=True, log=lambda m: print("      " + m), replace_stale=True)
     print(md.read_text())
     print("oracle-target: the simulator's generating features (what a good pretrained image encoder is on real data);")
     print("evnet-target: the offline EVNet features, which miss most of what drives the simulated EEG; they share")
     print("  one large direction (mean cosine 0.9 between images), so the loss barely tells images apart;")
     print("evnet-centred-target: the same with the training images' mean embedding removed (target.center).")
     print(f"per run: {runs}/<run>/report.md, metrics.json, top5.png, units/sub-01/curves.png")
-
-
-def _clear_stale_run(run: Path, cfg) -> None:
-    """The demo owns its run folders: one made by another configuration (or an older version) is removed, where
-    ``eeg2image train`` would refuse it."""
-    import shutil
-
-    from .training.run import config_changes
-
-    if config_changes(run / "config.yaml", cfg):
-        print(f"      {run}: made by another configuration or version; trained again")
-        shutil.rmtree(run)

@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ConfigError",
     "DataFormatError",
     "Eeg2ImageError",
     "MissingDataError",
     "UnsafePickleError",
     "atomic_dir",
     "atomic_path",
+    "check_option",
     "file_sha256",
     "load_pickled",
     "package_versions",
@@ -53,6 +55,21 @@ class UnsafePickleError(DataFormatError):
 
 class MissingDataError(Eeg2ImageError, FileNotFoundError):
     """A file or folder the step needs is not there."""
+
+
+class ConfigError(Eeg2ImageError, ValueError):
+    """A name, key or value the user chose does not exist or does not fit (a preset, an encoder, a config key)."""
+
+
+def check_option(name: str, value: Any, allowed: Any, *, where: str | None = None) -> Any:
+    """``value`` if it is one of ``allowed``, else a :class:`ConfigError` of one shape everywhere:
+    ``[where: ]unknown <name> <value>; known: <allowed>`` (after MNE's ``_check_option``)."""
+    allowed = list(allowed)
+    if value in allowed:
+        return value
+    prefix = f"{where}: " if where else ""
+    known = ", ".join(str(a) for a in allowed) or "none"
+    raise ConfigError(f"{prefix}unknown {name} {value!r}; known: {known}")
 
 
 class _TensorStorageFound(UnsafePickleError):

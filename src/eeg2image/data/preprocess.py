@@ -16,21 +16,22 @@ not finished. The final folder ``<out>/sub-XX/`` appears in one rename, with ``m
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import to_dict
+from ..config import stage_config, to_dict
 from ..io import (
     DataFormatError,
     MissingDataError,
     atomic_dir,
     atomic_path,
+    check_option,
     file_sha256,
     json_sha256,
     read_json,
@@ -55,7 +56,9 @@ OUR_FILES = {p: (f"{p}_eeg.npy", f"{p}_sessions.npy") for p in PARTITIONS}
 
 @dataclass
 class PreprocessConfig:
-    """Every preprocessing choice, with the decoding literature's defaults (NICE lineage)."""
+    """Every preprocessing choice, with the decoding literature's defaults (NICE lineage).
+
+    The defaults are the ``nice`` preset; the other presets are ``eeg2image/configs/preprocess/*.yaml``."""
 
     preset: str = "nice"
     channels: str | list[str] = "all63"  # all63 | occipitoparietal17 | ubp17 | raw63 | explicit names
@@ -84,28 +87,16 @@ class PreprocessConfig:
         resolve_channels(self.channels)
 
 
-PREPROCESS_PRESETS: dict[str, PreprocessConfig] = {
-    # NICE / ATM / UBP / multi-level blur: (16540, 4, 63, 250) and (200, 80, 63, 250), 0..0.996 s.
-    "nice": PreprocessConfig(),
-    # The dataset authors' official files: (16540, 4, 17, 100) and (200, 80, 17, 100), -0.2..0.79 s.
-    "authors": PreprocessConfig(
-        preset="authors",
-        channels="occipitoparietal17",
-        tmax=0.8,
-        sfreq=100.0,
-        keep_from=None,
-        mvnn="time",
-        mvnn_covariance="training+test",
-    ),
-    # UBP / CognitionCapturerPro train.pt/test.pt: as NICE, repetitions kept in session order.
-    "ubp": PreprocessConfig(preset="ubp", shuffle_repetitions=False),
-}
-
-
-def preset_config(name: str, **overrides) -> PreprocessConfig:
-    if name not in PREPROCESS_PRESETS:
-        raise DataFormatError(f"unknown preprocessing preset {name!r}; known: {', '.join(PREPROCESS_PRESETS)}")
-    return dataclasses.replace(PREPROCESS_PRESETS[name], **overrides)
+def preset_config(
+    name: str | None,
+    yaml_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> PreprocessConfig:
+    """The config of preset ``name`` (``eeg2image/configs/preprocess/<name>.yaml``: ``nice``, ``authors``,
+    ``ubp``), then of ``yaml_file``, then ``overrides`` and ``fields`` (a field given as a keyword wins;
+    ``None`` values are skipped)."""
+    return stage_config(PreprocessConfig, "preprocess", name, yaml_file, {**(overrides or {}), **fields})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,13 +255,12 @@ def noise_covariance(sorted_data: np.ndarray, mode: Literal["epochs", "time"]) -
     ``epochs`` (NICE): one shrinkage covariance per repetition over time, averaged.
     ``time`` (the authors): one per image and time point over repetitions, averaged over time and images.
     """
+    check_option("MVNN mode", mode, ("epochs", "time"))  # mvnn "none" computes no covariance
     n_img, n_rep, n_ch, n_t = sorted_data.shape
     if mode == "epochs":
         return mean_shrunk_covariance(sorted_data.reshape(n_img * n_rep, n_ch, n_t).transpose(0, 2, 1))
-    if mode == "time":
-        # (n_img, n_t, n_rep, n_ch): one matrix per (image, time point) over repetitions
-        return mean_shrunk_covariance(sorted_data.transpose(0, 3, 1, 2).reshape(n_img * n_t, n_rep, n_ch))
-    raise DataFormatError(f"unknown MVNN mode {mode!r}; use 'epochs', 'time' or 'none'")
+    # (n_img, n_t, n_rep, n_ch): one matrix per (image, time point) over repetitions
+    return mean_shrunk_covariance(sorted_data.transpose(0, 3, 1, 2).reshape(n_img * n_t, n_rep, n_ch))
 
 
 def inverse_sqrt(cov: np.ndarray) -> np.ndarray:

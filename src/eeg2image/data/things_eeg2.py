@@ -3,7 +3,9 @@
 Gifford, Dwivedi, Roig & Cichy (2022), *A large and rich EEG dataset for modeling human visual object
 recognition*, NeuroImage 264:119754. OSF 10.17605/OSF.IO/3JK45.
 
-Layouts read here (see ``docs/data.md`` for the full table):
+Layouts read here (see ``docs/data.md`` for the full table). The simulated dataset's EEG files are
+written here too, each writer beside the reader it mirrors: ``write_raw_file`` (raw),
+``write_preprocessed_dict`` (official and NICE/ATM) and ``write_ubp_pt`` (UBP).
 
 - raw:  ``raw_data/sub-XX/ses-YY/raw_eeg_{training,test}.npy`` (``np.save`` of a dict: ``raw_eeg_data``
   float64 (64, n_samples) = 63 EEG rows in volts + a ``stim`` row with image ids at onsets, 99999 =
@@ -24,6 +26,7 @@ Row ``i`` of every EEG array is image ``i`` of that sorted list, whose stim-chan
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +35,16 @@ from typing import Literal
 
 import numpy as np
 
-from ..io import DataFormatError, MissingDataError, _restricted_load, _TensorStorageFound, load_pickled
+from ..io import (
+    ConfigError,
+    DataFormatError,
+    MissingDataError,
+    _restricted_load,
+    _TensorStorageFound,
+    atomic_path,
+    check_option,
+    load_pickled,
+)
 
 Partition = Literal["training", "test"]
 PARTITIONS: tuple[Partition, Partition] = ("training", "test")
@@ -217,13 +229,11 @@ REPS_PER_SESSION = {"training": 2, "test": 20}
 def resolve_channels(spec: str | Sequence[str]) -> tuple[str, ...]:
     """A named channel set (``all63``, ``occipitoparietal17``, ``ubp17``, ``raw63``) or an explicit list."""
     if isinstance(spec, str):
-        if spec not in CHANNEL_SETS:
-            raise DataFormatError(f"unknown channel set {spec!r}; known: {', '.join(CHANNEL_SETS)}")
-        return CHANNEL_SETS[spec]
+        return CHANNEL_SETS[check_option("channel set", spec, CHANNEL_SETS)]
     names = tuple(spec)
     unknown = [c for c in names if c not in RAW_CHANNEL_ORDER]
     if unknown:
-        raise DataFormatError(f"channels {unknown} are not THINGS-EEG2 channels")
+        raise ConfigError(f"channels {unknown} are not THINGS-EEG2 channels")
     return names
 
 
@@ -342,6 +352,22 @@ def read_raw_file(path: str | Path, *, check_finite: bool = True) -> RawRecordin
         highpass=obj.get("highpass"),
         lowpass=obj.get("lowpass"),
     )
+
+
+def write_raw_file(path: str | Path, data: np.ndarray) -> None:
+    """Write one raw session file as the dataset authors' ``source_to_raw.py`` did: ``np.save`` of the dict
+    :func:`read_raw_file` reads (``data`` is (64, n_samples) float64: 63 EEG rows in volts, then stim)."""
+    raw = {
+        "raw_eeg_data": data,
+        "ch_names": [*RAW_CHANNEL_ORDER, "stim"],
+        "ch_types": ["eeg"] * 63 + ["stim"],
+        "sfreq": 1000,
+        "highpass": 0.01,
+        "lowpass": 100,
+    }
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, raw)  # a dict: np.save pickles it, as the authors did
 
 
 def _check_finite(arr: np.ndarray, path: Path, key: str, chunk: int = 1 << 22) -> None:
@@ -490,6 +516,28 @@ def read_preprocessed(path: str | Path, *, check_finite: bool = True) -> EEGArra
     return EEGArray(data=data, ch_names=ch_names, times=_align_times(times, data.shape[3]), source=source, path=path)
 
 
+def write_preprocessed_dict(
+    sub_dir: Path, partition: Partition, data: np.ndarray, ch_names, times, container: str = "npy"
+) -> Path:
+    """Write ``sub_dir/preprocessed_eeg_{partition}.npy`` as users have it, for :func:`read_preprocessed`:
+    ``container="npy"`` is the dataset authors' ``np.save`` of a float64 dict (read back as source
+    ``official``); ``"pickle"`` is NICE/ATM's ``pickle.dump(dict, protocol=4)`` under the same ``.npy``
+    name (source ``nice``; pass all epoch times: those files keep ``times`` uncropped)."""
+    path = sub_dir / f"preprocessed_eeg_{partition}.npy"
+    obj = {
+        "preprocessed_eeg_data": np.asarray(data, dtype=np.float64),
+        "ch_names": list(ch_names),
+        "times": np.asarray(times, dtype=np.float64),
+    }
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            if container == "npy":
+                np.save(f, obj)
+            else:
+                pickle.dump(obj, f, protocol=4)
+    return path
+
+
 def _torch_safe_globals() -> list:
     safe: list = [np.ndarray, np.dtype]
     for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
@@ -572,6 +620,40 @@ def _read_ubp(path: Path, *, check_finite: bool) -> EEGArray:
         path=path,
         sessions=sessions,
     )
+
+
+def write_ubp_pt(
+    sub_dir: Path,
+    partition: Partition,
+    data: np.ndarray,
+    sessions: np.ndarray,
+    image_set: ImageSet,
+    ch_names,
+    times_full,
+) -> Path:
+    """Write UBP / CognitionCapturerPro ``sub_dir/train.pt`` or ``test.pt`` (float16 ``eeg``, per-trial
+    ``label``, ``img``, ``text``, 0-based ``session``, uncropped ``times``), the file :func:`_read_ubp`
+    (through :func:`read_preprocessed`) reads; ``sessions`` are 1-based, as :class:`EEGArray` holds them."""
+    import torch
+
+    r = data.shape[1]
+    folder = "train_images" if partition == "training" else "test_images"
+    files = image_set.files(partition)
+    img = np.array([f"{folder}/{p.parent.name}/{p.name}" for p in files])
+    text = np.array([concept_name(p.parent.name) for p in files])
+    obj = {
+        "eeg": np.asarray(data, dtype=np.float16),
+        "label": np.repeat(image_set.concept_index(partition)[:, None], r, axis=1),
+        "img": np.repeat(img[:, None], r, axis=1),
+        "text": np.repeat(text[:, None], r, axis=1),
+        "session": (np.asarray(sessions, dtype=np.float64) - 1.0),
+        "ch_names": list(ch_names),
+        "times": np.asarray(times_full, dtype=np.float64),
+    }
+    path = sub_dir / ("train.pt" if partition == "training" else "test.pt")
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp, pickle_protocol=5)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------

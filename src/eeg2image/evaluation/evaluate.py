@@ -21,30 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..features.pairs import RetrievalSplit, load_pairs
-from ..io import atomic_path, read_json, write_json, write_manifest
-from ..training.run import (
-    RunConfig,
-    Unit,
-    config_summary,
-    load_weights,
-    read_config_file,
-    required_views,
-    subject_folder,
-    units_of,
-)
-from ..training.trainer import (
-    SeedStack,
-    TrainingError,
-    build_models,
-    embed_eeg,
-    embed_targets,
-    resolve_engine,
-    split_queries,
-)
+from ..datasets import RetrievalSplit, load_pairs
+from ..io import DataFormatError, atomic_path, read_json, write_json, write_manifest
+from ..models.retrieval import SeedStack, embed_eeg, embed_targets, load_stack
+from ..runs import SELECTIONS, RunConfig, Unit, config_summary, read_run_config, subject_folder, unit_folder, units_of
 from .retrieval import aggregate, cosine_similarity, distractor_sets, hungarian_topk, retrieval_metrics
-
-SELECTIONS = {"final": "final.safetensors", "validation_selected": "best.safetensors"}
 
 
 def _distractors(run_dir: Path, cfg: RunConfig, n_images: int) -> dict[int, np.ndarray]:
@@ -62,25 +43,22 @@ def _distractors(run_dir: Path, cfg: RunConfig, n_images: int) -> dict[int, np.n
     return {int(k): np.asarray(v, dtype=np.int64) for k, v in entry["sets"].items()}
 
 
-def _stack_for(cfg: RunConfig, weights: dict, test: RetrievalSplit, source: Path) -> SeedStack:
-    dim = next(iter(test.views.values())).shape[1]
-    models = build_models(cfg.train, list(cfg.seeds), test.eeg.shape[2], test.eeg.shape[3], dim, test.sfreq)
-    stack = SeedStack(models, resolve_engine(cfg.engine, torch.device("cpu")))
-    try:
-        stack.load_state_tensors(weights, str(source))
-    except TrainingError as exc:
-        raise TrainingError(
-            f"{exc} (test EEG {tuple(test.eeg.shape[2:])} channels x times, embeddings "
-            f"{dim}-d; were they made with the training data's settings?)"
-        ) from exc
-    return stack
+def _check_fits(stack: SeedStack, test: RetrievalSplit, source: Path) -> None:
+    """The test EEG and embeddings have the shapes the trained model was built for."""
+    m = stack.config
+    got = (test.eeg.shape[2], test.eeg.shape[3], next(iter(test.views.values())).shape[1])
+    if got != (m.n_chans, m.n_times, m.dim):
+        raise DataFormatError(
+            f"{source}: the model takes EEG of {m.n_chans} channels x {m.n_times} times and {m.dim}-d embeddings; "
+            f"the test data has {got[0]} x {got[1]} and {got[2]}-d (were they made with the training data's settings?)"
+        )
 
 
 def _scores(stack: SeedStack, test: RetrievalSplit, unit: Unit) -> np.ndarray:
     """(S, Q, N) cosine similarities of every seed's EEG queries and test-image targets."""
-    q, sub, img = split_queries(test)
+    q, sub, img = test.queries()
     if not np.array_equal(img, np.arange(test.n_images)):
-        raise TrainingError("evaluation expects one query per test image, in image order")
+        raise DataFormatError("evaluation expects one query per test image, in image order")
     if not unit.subject_aware_eval:
         sub = torch.zeros_like(sub)
     e, g = embed_eeg(stack, q, sub).numpy(), embed_targets(stack, test.views).numpy()
@@ -89,20 +67,21 @@ def _scores(stack: SeedStack, test: RetrievalSplit, unit: Unit) -> np.ndarray:
 
 def evaluate_run(run_dir: str | Path, *, log=print) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    cfg = read_config_file(run_dir / "config.yaml")
-    views = required_views(cfg.train.target)
+    cfg = read_run_config(run_dir)
+    views = cfg.train.target.required_views()
     tests: dict[int, RetrievalSplit] = {}
     results: dict[str, dict[str, Any]] = {sel: {} for sel in SELECTIONS}
     transductive: dict[str, dict[str, Any]] = {sel: {} for sel in SELECTIONS}
     picture_source = None
     for unit in units_of(cfg):
-        folder = run_dir / "units" / unit.name
+        folder = unit_folder(run_dir, unit)
         for sel, fname in SELECTIONS.items():
             if sel == "validation_selected" and not (folder / fname).is_file():
                 continue
-            weights, meta = load_weights(folder / fname)
+            stack, meta = load_stack(folder / fname, engine=cfg.engine)
             if meta.get("seeds") != list(cfg.seeds):
-                raise TrainingError(f"{folder / fname}: weights of seeds {meta.get('seeds')}, config says {cfg.seeds}")
+                got = meta.get("seeds")
+                raise DataFormatError(f"{folder / fname}: weights of seeds {got}, the run's config says {cfg.seeds}")
             for s in unit.eval_subjects:
                 if s not in tests:  # the test partition, read here and nowhere else
                     d = cfg.data
@@ -110,7 +89,8 @@ def evaluate_run(run_dir: str | Path, *, log=print) -> dict[str, Any]:
                         subject_folder(cfg, s), d.store, "test", views, d.image_encoder, d.evnet_encoder, d.channels
                     )
                 test = tests[s]
-                sims = _scores(_stack_for(cfg, weights, test, folder / fname), test, unit)
+                _check_fits(stack, test, folder / fname)
+                sims = _scores(stack, test, unit)
                 kway = _distractors(run_dir, cfg, test.n_images)
                 per_seed = {str(seed): retrieval_metrics(sims[i], kway=kway) for i, seed in enumerate(cfg.seeds)}
                 key = f"sub-{s:02d}"
@@ -239,7 +219,7 @@ def top5_picture(sim: np.ndarray, cfg: RunConfig, path: Path, title: str = "") -
 
     files = ImageSet.discover(cfg.data.dataset).files("test")
     if len(files) != sim.shape[1]:
-        raise TrainingError(f"{cfg.data.dataset}: {len(files)} test images, the scores rank {sim.shape[1]}")
+        raise DataFormatError(f"{cfg.data.dataset}: {len(files)} test images, the scores rank {sim.shape[1]}")
     n = min(cfg.eval.picture_queries, sim.shape[0])
     queries = np.linspace(0, sim.shape[0] - 1, n).round().astype(int)
     fig, axes = plt.subplots(n, 6, figsize=(7.2, 1.25 * n), squeeze=False)

@@ -4,7 +4,8 @@ one-to-one assignment. Ties are counted against the model (a tie with a distract
 The standard THINGS-EEG2 test: 200 test images, one EEG query per image (mean of its 80 repetitions),
 zero-shot (test concepts never seen in training). Peers differ in how they rank (ATM draws k-way distractors
 at random per query and evaluation; NICE ranks against concept centroids); here every protocol choice is an
-argument, and k-way distractor sets are drawn once with a seed and saved with the results.
+argument, and k-way distractor sets are drawn once with a seed and saved with the results. The ranking rule
+itself (cosine, ties against, top-k, MRR) is ``models.ranking``, which validation uses too.
 """
 
 from __future__ import annotations
@@ -13,27 +14,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..models.ranking import cosine_similarity, mean_reciprocal_rank, target_ranks, topk_accuracy
 
-def cosine_similarity(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """(Q, D) x (N, D) -> (Q, N) cosine similarities (both sides L2-normalised)."""
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
-    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True).clip(1e-12)
-    return q @ g.T
-
-
-def target_ranks(sim: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of each query's target among the gallery; ties count as ranked above the target."""
-    t = sim[np.arange(len(sim)), targets][:, None]
-    return (sim > t).sum(axis=1) + (sim == t).sum(axis=1) - 1
-
-
-def topk_accuracy(sim: np.ndarray, targets: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    ranks = target_ranks(sim, targets)
-    return {f"top{k}": float((ranks < k).mean()) for k in ks}
-
-
-def mean_reciprocal_rank(sim: np.ndarray, targets: np.ndarray) -> float:
-    return float((1.0 / (target_ranks(sim, targets) + 1)).mean())
+__all__ = [
+    "aggregate",
+    "cosine_similarity",
+    "distractor_sets",
+    "hungarian_topk",
+    "kway_accuracy",
+    "mean_reciprocal_rank",
+    "retrieval_metrics",
+    "target_ranks",
+    "topk_accuracy",
+]
 
 
 def distractor_sets(n_items: int, k: int, seed: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import DataFormatError, json_sha256
+from ..io import ConfigError, MissingDataError, check_option, json_sha256
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -91,8 +91,7 @@ class TextEncoder:
 
 def _build(table: dict, kind: str, spec: str, weights: str | None, device: str | None):
     prefix, _, arg = spec.partition(":")
-    if prefix not in table:
-        raise DataFormatError(f"unknown {kind} {spec!r}; known prefixes: {', '.join(table)}")
+    check_option(kind, prefix, table)
     return table[prefix](arg, weights=weights, device=torch.device(device) if device else default_device())
 
 
@@ -135,9 +134,10 @@ class OpenClipImageEncoder(ImageEncoder):
         self.device = device
         self.mean, self.std = tuple(mean), tuple(std)
         self.dim = int(model.visual.output_dim)
+        self.quick_gelu = runs_quick_gelu(model.visual)
 
     def identity(self) -> dict:
-        return {
+        ident = {
             "encoder": self.name,
             "checkpoint": self.checkpoint_id,
             "image_size": self.image_size,
@@ -145,6 +145,9 @@ class OpenClipImageEncoder(ImageEncoder):
             "std": self.std,
             "resize": "PIL bicubic to image_size when needed",
         }
+        # only when set, so that tables of plain-GELU towers (LAION, and the activation-free RN50 image
+        # tower) keep their key, while OpenAI ViT tables made with plain GELU (before the fix) are recomputed
+        return {**ident, "quick_gelu": True} if self.quick_gelu else ident
 
     @torch.no_grad()
     def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -159,17 +162,44 @@ class OpenClipImageEncoder(ImageEncoder):
             return self.model.encode_image(x.to(self.device)).float()
 
 
-@register(IMAGE_ENCODERS, "openclip")
-def _openclip(arg: str, *, weights: str | None, device: torch.device) -> OpenClipImageEncoder:
+def openclip_quick_gelu(arch: str, tag: str) -> bool:
+    """Whether OpenCLIP ``arch/tag`` was trained with QuickGELU (``x * sigmoid(1.702 x)``): the tag's
+    pretrained cfg says so (all ``openai`` tags, MetaCLIP, DFN, some LAION-400M...), or the tag is ``openai``."""
     import open_clip
 
-    from .weights import file_fingerprint, resolve_openclip_checkpoint
+    return bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False)) or tag.lower() == "openai"
+
+
+def runs_quick_gelu(module: torch.nn.Module) -> bool:
+    """Whether ``module`` (a tower) contains OpenCLIP's QuickGELU activation."""
+    from open_clip.transformer import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in module.modules())
+
+
+def create_openclip(arg: str, weights: str | None):
+    """``<arch>/<tag>`` -> (arch, tag, model, checkpoint path): the one place the image, text and
+    ``evnet-clip`` encoders build an OpenCLIP model. The checkpoint comes as a file path (offline), which
+    makes open_clip skip the tag's settings, so the tag's activation is forced here: OpenAI weights
+    under plain GELU give wrong features."""
+    import open_clip
+
+    from .weights import resolve_openclip_checkpoint
 
     arch, _, tag = arg.partition("/")
     if not arch or not tag:
-        raise DataFormatError(f"openclip encoder spec must be 'openclip:<arch>/<pretrained>', got {arg!r}")
+        raise ConfigError(f"openclip encoder spec must be 'openclip:<arch>/<pretrained>', got {arg!r}")
+    check_option("OpenCLIP architecture", arch, open_clip.list_models())
     ckpt = resolve_openclip_checkpoint(arch, tag, weights)
-    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(ckpt))
+    model = open_clip.create_model(arch, pretrained=str(ckpt), force_quick_gelu=openclip_quick_gelu(arch, tag))
+    return arch, tag, model.eval(), ckpt
+
+
+@register(IMAGE_ENCODERS, "openclip")
+def _openclip(arg: str, *, weights: str | None, device: torch.device) -> OpenClipImageEncoder:
+    from .weights import file_fingerprint
+
+    arch, tag, model, ckpt = create_openclip(arg, weights)
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else size
     return OpenClipImageEncoder(model, f"openclip:{arch}/{tag}", file_fingerprint(ckpt), int(size), device)
@@ -187,10 +217,12 @@ def tiny_openclip_model(cfg: dict, seed: int = 0):
 def _openclip_config(arg: str, *, weights: str | None, device: torch.device) -> OpenClipImageEncoder:
     path = Path(arg)
     if not path.is_file():
-        raise DataFormatError(f"openclip-config: {path} not found")
+        raise MissingDataError(f"openclip-config: {path} not found")
     cfg = json.loads(path.read_text())
     model = tiny_openclip_model(cfg["model_cfg"] if "model_cfg" in cfg else cfg, seed=int(cfg.get("seed", 0)))
     if weights:
+        if not Path(weights).expanduser().is_file():
+            raise MissingDataError(f"openclip-config: weights file {weights} not found")
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(weights))
@@ -207,9 +239,11 @@ class OpenClipTextEncoder(TextEncoder):
         self.model, self.tokenizer, self.name = model.eval().to(device), tokenizer, name
         self.checkpoint_id, self.device = checkpoint_id, device
         self.dim = int(model.text_projection.shape[1]) if model.text_projection is not None else 0
+        self.quick_gelu = runs_quick_gelu(model.text if hasattr(model, "text") else model.transformer)
 
     def identity(self) -> dict:
-        return {"encoder": self.name, "checkpoint": self.checkpoint_id}
+        ident = {"encoder": self.name, "checkpoint": self.checkpoint_id}
+        return {**ident, "quick_gelu": True} if self.quick_gelu else ident  # see OpenClipImageEncoder
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -222,11 +256,9 @@ class OpenClipTextEncoder(TextEncoder):
 def _openclip_text(arg: str, *, weights: str | None, device: torch.device) -> OpenClipTextEncoder:
     import open_clip
 
-    from .weights import file_fingerprint, resolve_openclip_checkpoint
+    from .weights import file_fingerprint
 
-    arch, _, tag = arg.partition("/")
-    ckpt = resolve_openclip_checkpoint(arch, tag, weights)
-    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(ckpt))
+    arch, tag, model, ckpt = create_openclip(arg, weights)
     return OpenClipTextEncoder(
         model, open_clip.get_tokenizer(arch), f"openclip:{arch}/{tag}", file_fingerprint(ckpt), device
     )
@@ -365,8 +397,7 @@ class EVNetPooledEncoder(ImageEncoder):
     def __init__(self, preset: str, device: torch.device, grid: int = 2):
         from .evnet import EVNET_PRESETS, EVNet
 
-        if preset not in EVNET_PRESETS:
-            raise DataFormatError(f"unknown EVNet preset {preset!r}; known: {', '.join(EVNET_PRESETS)}")
+        check_option("EVNet preset", preset, EVNET_PRESETS)
         self.preset, self.grid, self.device = preset, grid, device
         self.net = EVNet(EVNET_PRESETS[preset]).eval().to(device)
         self.name = "evnet" if preset == "standard-no-noise" else f"evnet:{preset}"
@@ -417,8 +448,8 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
 
         from .evnet import EVNET_PRESETS, EVNet
 
-        if input_mode not in ("raw", "clip"):
-            raise DataFormatError(f"evnet-clip input must be 'raw' or 'clip', got {input_mode!r}")
+        check_option("input", input_mode, ("raw", "clip"), where="evnet-clip")
+        check_option("EVNet preset", evnet_preset, EVNET_PRESETS, where="evnet-clip")
         self.clip, self.seed, self.input_mode, self.device = clip, seed, input_mode, device
         self.net = EVNet(EVNET_PRESETS[evnet_preset]).eval().to(device)
         self.evnet_preset = evnet_preset
@@ -477,7 +508,9 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
 def _evnet_clip(arg: str, *, weights: str | None, device: torch.device) -> EVNetAdapterCLIPEncoder:
     """``evnet-clip:<arch>/<tag>[;seed=0][;input=raw|clip][;evnet=reference]`` or ``evnet-clip:config=<json>``."""
     base, *opts = arg.split(";")
-    kv = dict(o.split("=", 1) for o in opts if "=" in o)
+    kv = dict(o.partition("=")[::2] for o in opts if o)
+    for key in kv:
+        check_option("option", key, ("seed", "input", "evnet"), where="evnet-clip")
     if base.startswith("config="):
         clip = _openclip_config(base.split("=", 1)[1], weights=weights, device=device)
     else:

@@ -24,7 +24,7 @@ ORACLE_ENCODER = "sim-features"
 
 
 def embed_simulation_features(dataset_root: str | Path, store_root: str | Path) -> list[EmbedResult]:
-    from ..data.simulate import image_features
+    from ..data.simulate.images import image_features
 
     root = Path(dataset_root)
     sim = root / "simulation.json"

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..io import DataFormatError
+from ..io import ConfigError, DataFormatError, check_option
 
 VIEWS: dict[str, type[View]] = {}
 
@@ -234,10 +234,9 @@ def parse_views(spec: str) -> list[View]:
             out.extend(VIEW_SETS[part])
             continue
         kind, _, args = part.partition(":")
-        if kind not in VIEWS:
-            raise DataFormatError(
-                f"unknown view {kind!r}; known views: {', '.join(VIEWS)}; view sets: {', '.join(VIEW_SETS)}"
-            )
+        if kind not in VIEWS:  # the known list names the views, then the view sets
+            check_option("view", kind, dict.fromkeys([*VIEWS, *VIEW_SETS]))
+            raise ConfigError(f"view set {kind!r} takes no options, got {part!r}")
         kwargs: dict[str, object] = {}
         for kv in [a for a in args.split(";") if a]:
             k, _, v = kv.partition("=")

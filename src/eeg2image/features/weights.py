@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..io import MissingDataError
+from ..io import MissingDataError, check_option
 
 
 class MissingWeightsError(MissingDataError):
@@ -67,9 +67,8 @@ def resolve_openclip_checkpoint(arch: str, pretrained: str, weights: str | None 
             raise MissingWeightsError(f"OpenCLIP weights file {p} not found.")
         return p
     cfg = open_clip.get_pretrained_cfg(arch, pretrained)
-    if not cfg:
-        known = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-        raise MissingWeightsError(f"OpenCLIP has no pretrained tag {pretrained!r} for {arch} (known: {known}).")
+    if not cfg:  # an unknown name is a config error (ConfigError), not missing data
+        check_option(f"OpenCLIP pretrained tag for {arch}", pretrained, open_clip.list_pretrained_tags_by_model(arch))
     repo = cfg.get("hf_hub", "").strip("/")
     files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
     for f in files:

@@ -1,26 +1,140 @@
 """EEG encoders, in a registry: ``build_eeg_encoder("ved", n_chans=63, n_times=250, out_dim=1024)``.
 
-Every encoder shares one signature, as braindecode's models do: ``Encoder(n_chans, n_times, out_dim,
-n_subjects=..., **options)``, and ``forward(x, subject=None)`` maps EEG (B, n_chans, n_times) to
-(B, out_dim). ``subject`` holds 1-based subject numbers (used by subject-aware encoders, ignored by the
-others).
+Every encoder is an :class:`EEGEncoder` and shares its one signature, after braindecode's
+``EEGModuleMixin``: ``Encoder(n_chans, n_times, out_dim, sfreq=250.0, n_subjects=10, *, <its options>)``.
+Each encoder names its own options as keyword-only parameters with defaults (none swallows unknown keywords),
+:meth:`EEGEncoder.known_options` lists them, :func:`build_eeg_encoder` refuses any other key with a
+:class:`~eeg2image.io.ConfigError` naming it, and :meth:`EEGEncoder.get_config` /
+:func:`build_eeg_encoder_from_config` write an encoder down as a JSON-able dict and build it again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import DataFormatError
+from ..io import ConfigError, check_option
 
-EEG_ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+__all__ = [
+    "EEG_ENCODERS",
+    "EEGEncoder",
+    "build_eeg_encoder",
+    "build_eeg_encoder_from_config",
+    "register_eeg_encoder",
+]
+
+_SIGNATURE = ("n_chans", "n_times", "out_dim", "sfreq", "n_subjects")
+_CONFIG_KEYS = ("name", *_SIGNATURE, "options")
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists and classes as dotted import paths (as braindecode's configs write them)."""
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class EEGEncoder(nn.Module):
+    """Base class of the EEG encoders: one signature, named options, and a config to rebuild one from.
+
+    Contract (after braindecode's ``EEGModuleMixin``):
+
+    - ``__init__(n_chans, n_times, out_dim, sfreq=250.0, n_subjects=10, *, <options>)``: the five shared
+      arguments are stored as attributes of the same names; ``sfreq`` is the sampling rate in Hz (used by
+      encoders whose layers are sized in time, ignored by the others) and ``n_subjects`` the number of
+      training subjects (used by subject-aware encoders). Each subclass declares its own options as
+      keyword-only parameters with defaults, calls ``super().__init__(n_chans, n_times, out_dim, sfreq,
+      n_subjects)`` and takes no ``**kwargs``: a misspelt option is an error, never silently dropped.
+      This base class creates no parameters and draws no random numbers, so a subclass's initial weights
+      depend only on its own layers and the torch seed.
+    - ``forward(x, subject=None)``: EEG ``x`` (B, n_chans, n_times) -> embeddings (B, out_dim).
+      ``subject`` is None or a (B,) tensor of 1-based subject numbers; subject-aware encoders use it,
+      the others ignore it.
+    - :meth:`known_options` (classmethod): the options an encoder takes, with their defaults.
+    - :meth:`get_config`: ``{"name", "n_chans", "n_times", "out_dim", "sfreq", "n_subjects", "options"}``,
+      JSON-able, with the options given at construction (those that differ from their defaults);
+      :meth:`from_config` / :func:`build_eeg_encoder_from_config` build the same encoder again (with the same
+      torch seed, the same weights).
+    """
+
+    registry_name: ClassVar[str | None] = None  # set by @register_eeg_encoder
+
+    def __init__(self, n_chans: int, n_times: int, out_dim: int, sfreq: float = 250.0, n_subjects: int = 10):
+        super().__init__()
+        self.n_chans = n_chans
+        self.n_times = n_times
+        self.out_dim = out_dim
+        self.sfreq = sfreq
+        self.n_subjects = n_subjects
+        self._options: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n_chans, n_times) EEG, optional (B,) 1-based subject numbers -> (B, out_dim)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _signature_options(cls) -> dict[str, Any]:
+        """The keyword-only parameters of ``cls.__init__`` with their defaults."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    @classmethod
+    def known_options(cls) -> dict[str, Any]:
+        """The options this encoder takes (its keyword-only constructor parameters), with their defaults."""
+        return cls._signature_options()
+
+    def _record_options(self, **values: Any) -> None:
+        """Keep, for :meth:`get_config`, the options whose value differs from the signature's default."""
+        defaults = self._signature_options()
+        self._options = {
+            k: v for k, v in values.items() if v is not defaults[k] and _jsonable(v) != _jsonable(defaults[k])
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        """A JSON-able dict from which :meth:`from_config` builds this encoder again (without its weights)."""
+        name = type(self).registry_name
+        if name is None or EEG_ENCODERS.get(name) is not type(self):
+            raise TypeError(f"{type(self).__name__} is not a registered EEG encoder; register it to get a config")
+        return {
+            "name": name,
+            **{key: getattr(self, key) for key in _SIGNATURE},
+            "options": {k: _jsonable(v) for k, v in self._options.items()},
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, where: str = "config") -> EEGEncoder:
+        """The encoder that :meth:`get_config` describes (any encoder from ``EEGEncoder.from_config``; from a
+        subclass, only that encoder)."""
+        for key in config:
+            check_option("EEG encoder config key", key, _CONFIG_KEYS, where=where)
+        missing = [k for k in ("name", "n_chans", "n_times", "out_dim") if k not in config]
+        if missing:
+            raise ConfigError(f"{where}: EEG encoder config lacks {', '.join(missing)}")
+        name = config["name"]
+        if cls is not EEGEncoder and name != cls.registry_name:
+            raise ConfigError(f"{where}: a config of EEG encoder {name!r} given to {cls.__name__}")
+        signature = {k: config[k] for k in _SIGNATURE if k in config}
+        return build_eeg_encoder(name, **signature, where=f"{where}.options", **dict(config.get("options") or {}))
+
+
+EEG_ENCODERS: dict[str, type[EEGEncoder]] = {}
 
 
 def register_eeg_encoder(name: str):
-    def deco(cls):
+    """Class decorator: ``EEG_ENCODERS[name] = cls`` for an :class:`EEGEncoder` subclass."""
+
+    def deco(cls: type[EEGEncoder]) -> type[EEGEncoder]:
+        if not (isinstance(cls, type) and issubclass(cls, EEGEncoder)):
+            raise TypeError(f"EEG encoder {name!r} must subclass EEGEncoder, not {cls!r}")
         EEG_ENCODERS[name] = cls
         cls.registry_name = name
         return cls
@@ -28,10 +142,39 @@ def register_eeg_encoder(name: str):
     return deco
 
 
-def build_eeg_encoder(name: str, *, n_chans: int, n_times: int, out_dim: int, **options) -> nn.Module:
-    if name not in EEG_ENCODERS:
-        raise DataFormatError(f"unknown EEG encoder {name!r}; known: {', '.join(sorted(EEG_ENCODERS))}")
-    return EEG_ENCODERS[name](n_chans=n_chans, n_times=n_times, out_dim=out_dim, **options)
+def build_eeg_encoder(
+    name: str,
+    *,
+    n_chans: int,
+    n_times: int,
+    out_dim: int,
+    sfreq: float = 250.0,
+    n_subjects: int = 10,
+    where: str = "eeg_options",
+    **options: Any,
+) -> EEGEncoder:
+    """The registered encoder ``name`` with the shared signature and its ``options``.
+
+    An unknown ``name`` or option key raises :class:`~eeg2image.io.ConfigError`; an unknown option is named
+    ``{where}.{key}`` with the encoder's known options (the trainer passes ``where="train.eeg_options"``).
+    Option values are passed as given.
+    """
+    check_eeg_options(name, options, where)
+    return EEG_ENCODERS[name](n_chans, n_times, out_dim, sfreq, n_subjects, **options)
+
+
+def check_eeg_options(name: str, options: Mapping[str, Any], where: str = "eeg_options") -> None:
+    """Refuse an unknown encoder ``name`` or option key (a ``ConfigError`` naming ``{where}.{key}`` and the
+    encoder's known options), before anything is built."""
+    check_option("EEG encoder", name, sorted(EEG_ENCODERS))
+    known = list(EEG_ENCODERS[name].known_options())
+    for key in options:
+        check_option("option", key, known, where=f"{where}.{key} (EEG encoder {name!r})")
+
+
+def build_eeg_encoder_from_config(config: Mapping[str, Any], *, where: str = "config") -> EEGEncoder:
+    """The encoder that ``config`` (from :meth:`EEGEncoder.get_config`) describes."""
+    return EEGEncoder.from_config(config, where=where)
 
 
 class _AbsConv2d(nn.Conv2d):
@@ -42,7 +185,7 @@ class _AbsConv2d(nn.Conv2d):
 
 
 @register_eeg_encoder("ved")
-class MultiLevelBlurEEGEncoder(nn.Module):
+class MultiLevelBlurEEGEncoder(EEGEncoder):
     """The multi-level blur work's EEG encoder (Liu et al., AAAI 2026, makeitperfect/VisualEEGDecoding).
 
     (B, C=63, T=250) -> non-negative spatial conv C->25 (kernel (C, 1), no bias; |w| at every forward)
@@ -50,19 +193,25 @@ class MultiLevelBlurEEGEncoder(nn.Module):
     -> flatten 25*200 = 5000 -> Linear -> (B, out_dim=1024). No output norm (the loss sees its length).
     The reference took ``abs`` of the stored weights in place; using ``|w|`` in the forward pass is the
     same function with a well-defined gradient.
+
+    Options: ``n_filters`` (spatial filters), ``hidden`` (temporal MLP width), ``dropout`` (the two MLP
+    dropout rates).
     """
 
     def __init__(
         self,
-        n_chans: int = 63,
-        n_times: int = 250,
-        out_dim: int = 1024,
+        n_chans: int,
+        n_times: int,
+        out_dim: int,
+        sfreq: float = 250.0,
+        n_subjects: int = 10,
+        *,
         n_filters: int = 25,
         hidden: int = 200,
         dropout: tuple[float, float] = (0.25, 0.65),
-        **_: object,
     ):
-        super().__init__()
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
+        self._record_options(n_filters=n_filters, hidden=hidden, dropout=dropout)
         self.spatial = _AbsConv2d(1, n_filters, (n_chans, 1), bias=False)
         self.bn = nn.BatchNorm2d(n_filters)
         self.temporal = nn.Sequential(
@@ -117,12 +266,13 @@ class ProjectionHead(nn.Module):
 
 
 @register_eeg_encoder("nice")
-class NICEEncoder(nn.Module):
+class NICEEncoder(EEGEncoder):
     """NICE (Song et al., ICLR 2024, eeyhsong/NICE-EEG): TSConv (B, 63, 250) -> 1440 -> projection head.
-    Conv and Linear weights ~ N(0, 0.02), BatchNorm weights ~ N(1, 0.02), as NICE initialises them."""
+    Conv and Linear weights ~ N(0, 0.02), BatchNorm weights ~ N(1, 0.02), as NICE initialises them.
+    No options."""
 
-    def __init__(self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, **_: object):
-        super().__init__()
+    def __init__(self, n_chans: int, n_times: int, out_dim: int, sfreq: float = 250.0, n_subjects: int = 10):
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
         self.tsconv = TSConv(n_chans, n_times)
         self.proj = ProjectionHead(self.tsconv.out_features, out_dim)
         for m in self.modules():
@@ -137,30 +287,33 @@ class NICEEncoder(nn.Module):
 
 
 @register_eeg_encoder("atms")
-class ATMSEncoder(nn.Module):
+class ATMSEncoder(EEGEncoder):
     """ATM-S (Li et al., NeurIPS 2024, dongyangli-del/EEG_Image_decode): each channel's time series is a
     token (Linear T->T), a learned subject token is prepended, one post-norm transformer layer (4 heads,
     FFN 256, GELU, dropout 0.25) + LayerNorm, then TSConv over the channel tokens and a projection head.
 
     Fixed against the reference: all ``n_chans`` channel tokens go on to TSConv (the reference sliced
-    ``[:, :63]`` and so dropped O2 while keeping the subject token), and subjects 1..n_subjects each get
-    their own token (the reference's 10-row table sent subject 10 to the shared token); subject 0 / None /
-    unknown numbers use the shared token (leave-one-subject-out).
+    ``[:, :63]`` and so dropped O2 while keeping the subject token), and subjects 1..n_subjects (the shared
+    signature's ``n_subjects``) each get their own token (the reference's 10-row table sent subject 10 to the
+    shared token); subject 0 / None / unknown numbers use the shared token (leave-one-subject-out).
+
+    Options: ``n_heads``, ``d_ff`` (feed-forward width), ``dropout``.
     """
 
     def __init__(
         self,
-        n_chans: int = 63,
-        n_times: int = 250,
-        out_dim: int = 1024,
+        n_chans: int,
+        n_times: int,
+        out_dim: int,
+        sfreq: float = 250.0,
         n_subjects: int = 10,
+        *,
         n_heads: int = 4,
         d_ff: int = 256,
         dropout: float = 0.25,
-        **_: object,
     ):
-        super().__init__()
-        self.n_subjects = n_subjects
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
+        self._record_options(n_heads=n_heads, d_ff=d_ff, dropout=dropout)
         self.embed = nn.Linear(n_times, n_times)
         self.subject_tokens = nn.Embedding(n_subjects + 1, n_times)  # row 0: shared / unknown subject
         self.dropout = nn.Dropout(dropout)
@@ -201,12 +354,23 @@ class ATMSEncoder(nn.Module):
 
 
 @register_eeg_encoder("eegproject")
-class EEGProjectEncoder(nn.Module):
+class EEGProjectEncoder(EEGEncoder):
     """UBP's ``EEGProjectLayer`` (Wu et al., CVPR 2025, HaitaoWuTJU/Uncertainty-aware-Blur-Prior): flatten
-    (B, C=17, T=250) -> 4250 -> Linear -> residual (GELU, Linear, Dropout 0.3) -> LayerNorm -> (B, out_dim)."""
+    (B, C=17, T=250) -> 4250 -> Linear -> residual (GELU, Linear, Dropout 0.3) -> LayerNorm -> (B, out_dim).
+    Options: ``dropout``."""
 
-    def __init__(self, n_chans: int = 17, n_times: int = 250, out_dim: int = 1024, dropout: float = 0.3, **_: object):
-        super().__init__()
+    def __init__(
+        self,
+        n_chans: int,
+        n_times: int,
+        out_dim: int,
+        sfreq: float = 250.0,
+        n_subjects: int = 10,
+        *,
+        dropout: float = 0.3,
+    ):
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
+        self._record_options(dropout=dropout)
         self.proj = ProjectionHead(n_chans * n_times, out_dim, dropout)
 
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,55 +378,207 @@ class EEGProjectEncoder(nn.Module):
 
 
 @register_eeg_encoder("linear")
-class LinearEncoder(nn.Module):
-    """Baseline: flatten (C * T) -> Linear -> out_dim (ridge-like when trained with weight decay)."""
+class LinearEncoder(EEGEncoder):
+    """Baseline: flatten (C * T) -> Linear -> out_dim (ridge-like when trained with weight decay). No options."""
 
-    def __init__(self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, **_: object):
-        super().__init__()
+    def __init__(self, n_chans: int, n_times: int, out_dim: int, sfreq: float = 250.0, n_subjects: int = 10):
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
         self.linear = nn.Linear(n_chans * n_times, out_dim)
 
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
         return self.linear(x.flatten(1))
 
 
-class _Braindecode(nn.Module):
-    model_name = ""
+class _BraindecodeDefault:
+    """Marks an option left to the braindecode model's own default."""
 
-    def __init__(
-        self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, sfreq: float = 250.0, **options: object
-    ):
-        super().__init__()
+    def __repr__(self) -> str:
+        return "<braindecode default>"
+
+
+BRAINDECODE_DEFAULT: Any = _BraindecodeDefault()
+
+
+class _BraindecodeEncoder(EEGEncoder):
+    """A braindecode model (``braindecode.models.<model_name>``) with ``n_outputs=out_dim``.
+
+    Its options are the braindecode class's own constructor parameters, less those filled from the shared
+    signature or never used here (:attr:`filled`); each is declared keyword-only with the default
+    :data:`BRAINDECODE_DEFAULT` (the braindecode model's default applies), and only the options given go on to
+    braindecode. :meth:`known_options` reads the defaults off the braindecode signature. A class-valued option
+    (``activation`` ...) may be given as its dotted import path, as braindecode's configs write it.
+    """
+
+    model_name: ClassVar[str] = ""
+    # Filled here (n_chans, n_outputs, n_times, sfreq) or unused: the channel info / window alternatives, and
+    # braindecode's old aliases (n_classes, in_chans, input_window_samples) which its models no longer name.
+    filled: ClassVar[tuple[str, ...]] = (
+        "n_chans",
+        "n_outputs",
+        "n_times",
+        "sfreq",
+        "chs_info",
+        "input_window_seconds",
+        "n_classes",
+        "in_chans",
+        "input_window_samples",
+    )
+
+    @classmethod
+    def braindecode_class(cls) -> type[nn.Module]:
         import braindecode.models as bm
 
-        cls = getattr(bm, self.model_name)
-        options.pop("n_subjects", None)
-        self.net = cls(n_chans=n_chans, n_outputs=out_dim, n_times=n_times, sfreq=sfreq, **options)
+        return getattr(bm, cls.model_name)
+
+    @classmethod
+    def braindecode_options(cls) -> dict[str, Any]:
+        """The braindecode class's named constructor parameters less :attr:`filled`, with their defaults."""
+        params = inspect.signature(cls.braindecode_class().__init__).parameters.values()
+        return {
+            p.name: p.default
+            for p in params
+            if p.name != "self"
+            and p.name not in cls.filled
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        }
+
+    @classmethod
+    def known_options(cls) -> dict[str, Any]:
+        """:meth:`braindecode_options`, where this wrapper's own default (not :data:`BRAINDECODE_DEFAULT`) wins."""
+        own = cls._signature_options()
+        return {
+            k: own[k] if own.get(k, BRAINDECODE_DEFAULT) is not BRAINDECODE_DEFAULT else v
+            for k, v in cls.braindecode_options().items()
+        }
+
+    def _build(self, given: dict[str, Any], resolved: dict[str, Any] | None = None) -> None:
+        """Build ``self.net`` from the ``given`` options (those not :data:`BRAINDECODE_DEFAULT`) updated with
+        ``resolved`` (defaults computed here)."""
+        from braindecode.models.util import resolve_type_kwargs
+
+        given = {k: v for k, v in given.items() if v is not BRAINDECODE_DEFAULT}
+        self._record_options(**given)
+        cls = self.braindecode_class()
+        kwargs = resolve_type_kwargs(cls, {**given, **(resolved or {})})
+        self.net = cls(n_chans=self.n_chans, n_outputs=self.out_dim, n_times=self.n_times, sfreq=self.sfreq, **kwargs)
 
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)
 
 
+_D = BRAINDECODE_DEFAULT
+
+
 @register_eeg_encoder("eegnet")
-class EEGNetEncoder(_Braindecode):
-    """EEGNet (Lawhern et al. 2018, J. Neural Eng.) from braindecode, with an ``out_dim`` output layer."""
+class EEGNetEncoder(_BraindecodeEncoder):
+    """EEGNet (Lawhern et al. 2018, J. Neural Eng.) from braindecode, with an ``out_dim`` output layer.
+    Options: braindecode ``EEGNet``'s (``F1``, ``D``, ``kernel_length``, ``drop_prob`` ...)."""
 
     model_name = "EEGNet"
 
+    def __init__(
+        self,
+        n_chans: int,
+        n_times: int,
+        out_dim: int,
+        sfreq: float = 250.0,
+        n_subjects: int = 10,
+        *,
+        final_conv_length: Any = _D,
+        pool_mode: Any = _D,
+        F1: Any = _D,
+        D: Any = _D,
+        F2: Any = _D,
+        kernel_length: Any = _D,
+        depthwise_kernel_length: Any = _D,
+        pool1_kernel_size: Any = _D,
+        pool2_kernel_size: Any = _D,
+        conv_spatial_max_norm: Any = _D,
+        activation: Any = _D,
+        batch_norm_momentum: Any = _D,
+        batch_norm_affine: Any = _D,
+        batch_norm_eps: Any = _D,
+        drop_prob: Any = _D,
+        final_layer_with_constraint: Any = _D,
+        norm_rate: Any = _D,
+    ):
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
+        self._build(
+            {
+                "final_conv_length": final_conv_length,
+                "pool_mode": pool_mode,
+                "F1": F1,
+                "D": D,
+                "F2": F2,
+                "kernel_length": kernel_length,
+                "depthwise_kernel_length": depthwise_kernel_length,
+                "pool1_kernel_size": pool1_kernel_size,
+                "pool2_kernel_size": pool2_kernel_size,
+                "conv_spatial_max_norm": conv_spatial_max_norm,
+                "activation": activation,
+                "batch_norm_momentum": batch_norm_momentum,
+                "batch_norm_affine": batch_norm_affine,
+                "batch_norm_eps": batch_norm_eps,
+                "drop_prob": drop_prob,
+                "final_layer_with_constraint": final_layer_with_constraint,
+                "norm_rate": norm_rate,
+            }
+        )
+
 
 @register_eeg_encoder("shallow")
-class ShallowConvNetEncoder(_Braindecode):
+class ShallowConvNetEncoder(_BraindecodeEncoder):
     """ShallowConvNet / ShallowFBCSPNet (Schirrmeister et al. 2017, Hum. Brain Mapp.) from braindecode.
 
     Deliberate difference: braindecode's mean pooling of the squared signal (75 samples, stride 15: 300 ms
-    at 250 Hz, made for motor-imagery band power) erases the latency of visual ERPs; unless given, the
-    pooling here is 100 ms with a 50 ms stride at the data's ``sfreq`` (on simulated data, 100 Hz: top-1
-    5% -> 33% of 40 images with braindecode's default vs this one)."""
+    at 250 Hz, made for motor-imagery band power) erases the latency of visual ERPs; unless given (None),
+    the pooling here is 100 ms with a 50 ms stride at the data's ``sfreq`` (``pool_time_length =
+    max(2, round(0.1 * sfreq))``, ``pool_time_stride = max(1, round(0.05 * sfreq))``; on simulated data,
+    100 Hz: top-1 5% -> 33% of 40 images with braindecode's default vs this one).
+    Options: braindecode ``ShallowFBCSPNet``'s (``n_filters_time``, ``filter_time_length`` ...)."""
 
     model_name = "ShallowFBCSPNet"
 
     def __init__(
-        self, n_chans: int = 63, n_times: int = 250, out_dim: int = 1024, sfreq: float = 250.0, **options: object
+        self,
+        n_chans: int,
+        n_times: int,
+        out_dim: int,
+        sfreq: float = 250.0,
+        n_subjects: int = 10,
+        *,
+        n_filters_time: Any = _D,
+        filter_time_length: Any = _D,
+        n_filters_spat: Any = _D,
+        pool_time_length: int | None = None,
+        pool_time_stride: int | None = None,
+        final_conv_length: Any = _D,
+        conv_nonlin: Any = _D,
+        pool_mode: Any = _D,
+        activation_pool_nonlin: Any = _D,
+        split_first_layer: Any = _D,
+        batch_norm: Any = _D,
+        batch_norm_alpha: Any = _D,
+        drop_prob: Any = _D,
     ):
-        options.setdefault("pool_time_length", max(2, round(0.1 * sfreq)))
-        options.setdefault("pool_time_stride", max(1, round(0.05 * sfreq)))
-        super().__init__(n_chans, n_times, out_dim, sfreq, **options)
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
+        given = {
+            "n_filters_time": n_filters_time,
+            "filter_time_length": filter_time_length,
+            "n_filters_spat": n_filters_spat,
+            "pool_time_length": pool_time_length,
+            "pool_time_stride": pool_time_stride,
+            "final_conv_length": final_conv_length,
+            "conv_nonlin": conv_nonlin,
+            "pool_mode": pool_mode,
+            "activation_pool_nonlin": activation_pool_nonlin,
+            "split_first_layer": split_first_layer,
+            "batch_norm": batch_norm,
+            "batch_norm_alpha": batch_norm_alpha,
+            "drop_prob": drop_prob,
+        }
+        resolved = {
+            "pool_time_length": max(2, round(0.1 * sfreq)) if pool_time_length is None else pool_time_length,
+            "pool_time_stride": max(1, round(0.05 * sfreq)) if pool_time_stride is None else pool_time_stride,
+        }
+        self._build(given, resolved)

@@ -60,6 +60,11 @@ class TargetConfig:
         if not 0 < self.uncertainty_gamma <= 1:
             raise ValueError(f"target.uncertainty_gamma must be in (0, 1], got {self.uncertainty_gamma}")
 
+    def required_views(self) -> list[str]:
+        """The embedding views this target reads (``evnet:<view>`` is the EVNet encoder's view)."""
+        views = list(self.blur_views) or list(self.uncertainty_views) or [self.plain_view]
+        return views + ([f"evnet:{self.evnet_view}"] if self.evnet_view else [])
+
     @property
     def single_view(self) -> str:
         """The view a target without blur-level fusion starts from (the medium blur under UBP)."""
@@ -132,8 +137,7 @@ class TargetModel(nn.Module):
         return F.normalize(x, dim=-1)
 
     def required_views(self) -> list[str]:
-        views = list(self.cfg.blur_views) or list(self.cfg.uncertainty_views) or [self.cfg.plain_view]
-        return views + ([f"evnet:{self.cfg.evnet_view}"] if self.cfg.evnet_view else [])
+        return self.cfg.required_views()
 
     def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
         missing = [v for v in self.required_views() if v not in views]

@@ -1,6 +1,10 @@
-"""EEG paired with the stimulus embeddings of the same images (rows in canonical image order).
+"""EEG rows joined with the stimulus embeddings of the images they saw (rows in canonical image order), and
+the partition guard.
 
-Used by training (training partition only, see ``training.data``) and by evaluation (the test partition).
+Training reads ``load_split`` (the training partition only: any other is refused) and carves its validation
+images from the training concepts (``concept_disjoint_split``); evaluation alone reads the test partition
+(``load_pairs(..., "test", ...)``). Both get a ``RetrievalSplit``; ``RetrievalSplit.queries()`` is the one
+definition of a retrieval query (the mean of all repetitions of an image).
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.preprocess import read_our_preprocessed
-from ..data.things_eeg2 import resolve_channels
-from ..io import DataFormatError
-from .store import EmbeddingStore
+from .data.preprocess import read_our_preprocessed
+from .data.things_eeg2 import resolve_channels
+from .features.store import EmbeddingStore
+from .io import ConfigError, DataFormatError
 
 
 @dataclass
@@ -47,6 +51,10 @@ class RetrievalSplit:
     @property
     def n_images(self) -> int:
         return len(self.concept)
+
+    def queries(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """(EEG averaged over all repetitions (rows, C, T), subject per row, image index per row)."""
+        return self.eeg.mean(dim=1), torch.as_tensor(self.subject), self.image
 
     def subset(self, images: np.ndarray) -> RetrievalSplit:
         """The images ``images`` (indices) and every EEG row of them, images renumbered 0..len-1."""
@@ -94,7 +102,7 @@ def view_table_names(views: list[str], image_encoder: str, evnet_encoder: str | 
     for v in views:
         if v.startswith("evnet:"):
             if not evnet_encoder:
-                raise DataFormatError(f"target view {v!r} needs an EVNet encoder (evnet_encoder)")
+                raise ConfigError(f"target view {v!r} needs an EVNet encoder (data.evnet_encoder)")
             out[v] = (v.split(":", 1)[1], evnet_encoder)
         else:
             out[v] = (v, image_encoder)
@@ -139,3 +147,31 @@ def load_pairs(
     data = np.asarray(eeg.data)
     data = torch.from_numpy(np.array(data if pick is None else data[:, :, pick], dtype=np.float32))  # a host copy
     return RetrievalSplit(data, tables, concept_of(rel), sfreq=float(eeg.sfreq))
+
+
+def load_split(
+    preprocessed: str | Path,
+    store: str | Path,
+    partition: str,
+    views: list[str],
+    image_encoder: str,
+    evnet_encoder: str | None = None,
+    channels: str | list[str] | None = None,
+) -> RetrievalSplit:
+    """What training may read: ``load_pairs`` of the training partition, and nothing else."""
+    if partition != "training":
+        raise DataFormatError(
+            f"training code reads only the training partition, not {partition!r}; the test partition is read by "
+            "evaluation alone"
+        )
+    return load_pairs(preprocessed, store, partition, views, image_encoder, evnet_encoder, channels)
+
+
+def concept_disjoint_split(concept: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx): whole concepts go to validation, about ``fraction`` of them."""
+    uniq = np.unique(concept)
+    rng = np.random.default_rng(seed)
+    n_val = int(round(fraction * len(uniq)))
+    val_concepts = set(rng.choice(uniq, size=n_val, replace=False).tolist()) if n_val else set()
+    is_val = np.array([c in val_concepts for c in concept])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)

@@ -1,0 +1,227 @@
+"""The run folder as a format, read and written by training, evaluation and the pipeline alike.
+
+A run trains one or more *units*; each unit is one training call with all seeds stacked:
+
+- ``per_subject``: one unit per subject, evaluated on that subject;
+- ``joint``: one unit on the training data of every subject (rows tagged with their subject), evaluated on
+  each subject;
+- ``loso``: leave one subject out: for each subject, a unit trained on the others and evaluated on it
+  (with the shared / unknown-subject token of subject-aware encoders).
+
+Run folder::
+
+    RUN/config.yaml                      resolved RunConfig
+    RUN/manifest.json                    what made it (config hash, inputs, versions, command)
+    RUN/units/<unit>/checkpoint/         state.safetensors + state.json (resume; training's own)
+    RUN/units/<unit>/final.safetensors   stacked weights of every seed after the last epoch (+ ModelConfig)
+    RUN/units/<unit>/best.safetensors    each seed at its validation-selected epoch (when validating)
+    RUN/units/<unit>/history.json        per-epoch loss and validation metrics of every seed
+    RUN/units/<unit>/curves.png          training curves
+    RUN/metrics.json, report.md, top5.png, distractors.json, evaluation/manifest.json   (evaluation)
+
+The weights files carry their ``ModelConfig``: ``models.retrieval.load_stack(path)`` rebuilds a trained model
+from the file alone. The presets of ``RunConfig`` are YAML files in ``eeg2image/configs/run/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .config import ConfigError, from_dict, stage_config, to_dict
+from .io import check_option
+from .models.eeg_encoders import EEG_ENCODERS, check_eeg_options
+from .models.fusion import TargetConfig
+from .models.retrieval import ModelConfig
+
+__all__ = [
+    "SELECTIONS",
+    "DataConfig",
+    "EvalConfig",
+    "RunConfig",
+    "TrainConfig",
+    "Unit",
+    "config_changes",
+    "config_summary",
+    "read_run_config",
+    "run_config",
+    "subject_folder",
+    "unit_folder",
+    "units_of",
+]
+
+#: Weight selections a unit may hold: file name per selection.
+SELECTIONS = {"final": "final.safetensors", "validation_selected": "best.safetensors"}
+
+
+@dataclass
+class DataConfig:
+    """Where the inputs are and which subjects a run uses."""
+
+    preprocessed: str = ""  # folder holding sub-XX/ from `eeg2image preprocess`
+    store: str = ""  # embedding store from `eeg2image embed`
+    dataset: str = ""  # dataset root (only for pictures of the images; optional)
+    subjects: list[int] = field(default_factory=lambda: [1])
+    mode: Literal["per_subject", "joint", "loso"] = "per_subject"
+    image_encoder: str = "evnet"  # encoder of the target views in the store
+    evnet_encoder: str | None = None  # encoder of the ``evnet:<view>`` view (EVNet fusion)
+    channels: str | list[str] | None = None  # pick channels of the preprocessed EEG: ubp17, ... or names (None: all)
+    val_fraction: float = 0.1  # share of training concepts held out for validation (0: none)
+    val_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """How one configuration is trained (the seeds are listed by the run, not here). The model's part
+    (encoder, options, target, loss scale) becomes the ``ModelConfig`` saved with the weights."""
+
+    eeg_encoder: str = "ved"
+    eeg_options: dict[str, Any] = field(default_factory=dict)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    epochs: int = 200
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.01  # AdamW's (decoupled); 0 with betas (0.5, 0.999) is NICE's Adam
+    betas: tuple[float, float] = (0.9, 0.999)
+    drop_last: bool = True  # drop the last, smaller batch of an epoch (VED, the reference); False: train on it
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = 0
+    logit_scale: float = 1.0
+    scale_mode: Literal["fixed", "exp", "softplus", "linear"] = "fixed"
+    normalize_eeg: bool = False
+    reps_per_sample: int = 0  # 0: average all repetitions; k: average a random k of them at every step
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU); the peers trained in float32
+
+    def __post_init__(self) -> None:  # a typo in the encoder or its options fails here, before any data is read
+        check_option("EEG encoder", self.eeg_encoder, sorted(EEG_ENCODERS), where="train.eeg_encoder")
+        check_eeg_options(self.eeg_encoder, self.eeg_options, where="train.eeg_options")
+
+    def model_config(
+        self, n_chans: int, n_times: int, dim: int, sfreq: float | None = None, n_subjects: int = 10
+    ) -> ModelConfig:
+        """The model these settings train on EEG of ``n_chans`` x ``n_times`` at ``sfreq`` and ``dim``-d targets."""
+        return ModelConfig(
+            eeg_encoder=self.eeg_encoder,
+            n_chans=n_chans,
+            n_times=n_times,
+            dim=dim,
+            sfreq=float(sfreq) if sfreq else 250.0,
+            n_subjects=n_subjects,
+            eeg_options=dict(self.eeg_options),
+            target=self.target,
+            logit_scale=self.logit_scale,
+            scale_mode=self.scale_mode,
+            normalize_eeg=self.normalize_eeg,
+        )
+
+
+@dataclass
+class EvalConfig:
+    kway: list[int] = field(default_factory=lambda: [2, 4, 10, 50, 100])
+    distractor_seed: int = 0
+    hungarian: bool = True  # also the transductive one-to-one assignment, reported apart
+    picture_queries: int = 8
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    select_on: Literal["top1", "mrr"] = "top1"
+    device: str = "auto"
+    engine: Literal["auto", "vmap", "loop"] = "auto"  # auto: vmap on CUDA, loop on CPU
+    checkpoint_every: int = 1
+
+
+def run_config(preset: str | None = None, yaml_path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Preset (``configs/run/<preset>.yaml``), then a YAML file, then ``overrides`` given as dotted keys
+    (``train.epochs=5``) or whole sections; ``None`` values are skipped."""
+    return stage_config(RunConfig, "run", preset, yaml_path, overrides)
+
+
+@dataclass
+class Unit:
+    name: str
+    train_subjects: list[int]
+    eval_subjects: list[int]
+    subject_aware_eval: bool = True  # False under LOSO: the held-out subject has no token of its own
+
+
+def units_of(cfg: RunConfig) -> list[Unit]:
+    subs = list(cfg.data.subjects)
+    if not subs:
+        raise ConfigError("data.subjects is empty")
+    if cfg.data.mode == "per_subject":
+        return [Unit(f"sub-{s:02d}", [s], [s]) for s in subs]
+    if cfg.data.mode == "joint":
+        return [Unit("joint", subs, subs)]
+    if len(subs) < 2:
+        raise ConfigError("leave-one-subject-out needs at least 2 subjects")
+    return [Unit(f"loso-sub-{s:02d}", [o for o in subs if o != s], [s], False) for s in subs]
+
+
+def subject_folder(cfg: RunConfig, subject: int) -> Path:
+    """The preprocessed EEG of ``subject`` (``DIR/sub-XX`` from ``eeg2image preprocess``)."""
+    return Path(cfg.data.preprocessed) / f"sub-{subject:02d}"
+
+
+def unit_folder(run_dir: str | Path, unit: Unit | str) -> Path:
+    return Path(run_dir) / "units" / (unit if isinstance(unit, str) else unit.name)
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run folder was made with."""
+    return from_dict(RunConfig, _read_saved(Path(run_dir) / "config.yaml", must_exist=True))
+
+
+def _read_saved(path: Path, must_exist: bool = False) -> dict[str, Any]:
+    from .io import MissingDataError
+
+    if not path.is_file():
+        if must_exist:
+            raise MissingDataError(f"{path}: missing; is {path.parent} a run folder (`eeg2image train`)?")
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def config_changes(path: str | Path, cfg: RunConfig) -> list[str]:
+    """The keys in which the run config saved at ``path`` differs from ``cfg`` ([] when there is none). Compared
+    as saved: a key the saved file lacks (written by an older version) is a difference, not today's default."""
+    if not Path(path).is_file():
+        return []
+    return _diff(_read_saved(Path(path)), to_dict(cfg))
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _diff(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def config_summary(cfg: RunConfig) -> dict[str, Any]:
+    """The protocol every number is written with."""
+    t = cfg.train
+    return {
+        "subjects": cfg.data.subjects,
+        "mode": cfg.data.mode,
+        "seeds": cfg.seeds,
+        "eeg_encoder": t.eeg_encoder,
+        "image_encoder": cfg.data.image_encoder,
+        "evnet_encoder": cfg.data.evnet_encoder,
+        "target": dataclasses.asdict(t.target),
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "val_fraction": cfg.data.val_fraction,
+        "select_on": cfg.select_on,
+    }

@@ -1,0 +1,86 @@
+"""Training checkpoints: everything needed to continue a run exactly as if it had never stopped.
+
+``state.safetensors`` holds the stacked weights (``model/``), each seed's best weights so far (``best/``), the
+optimiser's moments (``opt/``), every seed's random generator (``gen/``) and UBP's per-pair state
+(``uncertainty/``); ``state.json`` (written last: it names the epoch the tensors belong to) holds the epoch,
+the history, the best epochs and scores, and the fingerprint of the configuration and inputs that made it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import atomic_path, read_json, write_json
+from ..models.retrieval import SeedStack
+from .uncertainty import UncertainBlurState
+
+STATE, STATE_JSON = "state.safetensors", "state.json"
+
+
+def has_checkpoint(folder: Path | None) -> bool:
+    return folder is not None and (folder / STATE_JSON).is_file()
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    return read_json(folder / STATE_JSON)
+
+
+def save_state(
+    folder: Path,
+    stack: SeedStack,
+    opt: torch.optim.Optimizer,
+    gens: list[torch.Generator],
+    best: dict[str, torch.Tensor] | None,
+    meta: dict[str, Any],
+    blur_state: UncertainBlurState | None = None,
+) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model/{n}": t.detach().cpu().contiguous() for n, t in stack.state_tensors().items()}
+    if best is not None:
+        tensors.update({f"best/{n}": t.cpu().contiguous() for n, t in best.items()})
+    names = {id(p): n for n, p in stack.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                tensors[f"opt/{names[id(p)]}/{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    for i, g in enumerate(gens):
+        tensors[f"gen/{i}"] = g.get_state()
+    if blur_state is not None:
+        tensors.update({f"uncertainty/{k}": v.cpu().contiguous() for k, v in blur_state.tensors().items()})
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / STATE) as tmp:
+        save_file(tensors, str(tmp))
+    write_json(folder / STATE_JSON, meta)  # written last: it names the epoch the tensors belong to
+
+
+def load_state(
+    folder: Path,
+    stack: SeedStack,
+    opt: torch.optim.Optimizer,
+    gens: list[torch.Generator],
+    blur_state: UncertainBlurState | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore ``stack``, ``opt``, ``gens`` and ``blur_state`` in place; returns (best weights, metadata)."""
+    from safetensors.torch import load_file
+
+    meta = read_meta(folder)
+    tensors = load_file(str(folder / STATE))
+    stack.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, str(folder / STATE))
+    opt_state = {}
+    for n, p in stack.named_parameters():
+        st = {k.rsplit("/", 1)[1]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"opt/{n}/")}
+        if st:
+            st["step"] = st["step"].cpu()
+            opt_state[p] = st
+    opt.state.clear()
+    opt.state.update(opt_state)
+    for i, g in enumerate(gens):
+        g.set_state(tensors[f"gen/{i}"])
+    if blur_state is not None:
+        blur_state.load({k[12:]: v for k, v in tensors.items() if k.startswith("uncertainty/")}, str(folder / STATE))
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
+    return best, meta
