@@ -85,8 +85,12 @@ def embed(
     root: Annotated[Path, typer.Argument(help="Dataset root (holding the image set).")],
     store: Annotated[Path, typer.Argument(help="Embedding store folder.")],
     encoder: Annotated[
-        str, typer.Option(help="Image encoder: evnet | openclip:RN50/openai | ipadapter:h94/IP-Adapter | sim-features")
-    ] = "evnet",
+        str,
+        typer.Option(
+            help="Image encoder: effnet-lite0 (offline, ImageNet-trained) | evnet | evnet-clip:effnet-lite0 | "
+            "openclip:RN50/openai | ipadapter:h94/IP-Adapter | sim-features"
+        ),
+    ] = "effnet-lite0",
     views: Annotated[
         str, typer.Option(help="Views: original, blur12, blur8, fovea, edges, depth, blur:k=9, ...")
     ] = "original",

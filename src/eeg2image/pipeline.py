@@ -51,12 +51,13 @@ def run_all(
     progress: bool = True,
     log: Callable[[str], Any] = print,
     replace_stale: bool = False,
+    descriptions: dict[str, str] | None = None,
 ) -> Path:
     """Train and evaluate every run folder of ``runs``, then merge every ``metrics.json`` below ``table_root``
-    into ``results.json`` and ``results.md``; returns the markdown table's path."""
+    into ``results.json`` and ``results.md`` (with ``descriptions`` of the rows); returns the markdown's path."""
     for run_dir, cfg in runs.items():
         train_and_evaluate(cfg, run_dir, progress=progress, log=log, replace_stale=replace_stale)
-    return write_table(table_root)[1]
+    return write_table(table_root, descriptions)[1]
 
 
 @dataclass

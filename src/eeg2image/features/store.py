@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import DataFormatError, atomic_path, json_sha256, package_versions, read_json, write_json
+from ..io import DataFormatError, MissingDataError, atomic_path, json_sha256, package_versions, read_json, write_json
 
 EMBEDDING_KEY = "embeddings"
 
@@ -103,7 +103,7 @@ class EmbeddingStore:
     def load(self, partition: str, view: str, encoder: str, identity: dict | None = None) -> EmbeddingTable:
         data, meta, _ = self.paths(partition, view, encoder)
         if not meta.is_file():
-            raise DataFormatError(
+            raise MissingDataError(
                 f"{meta}: no embeddings for view {view!r} and encoder {encoder!r} ({partition}); run `eeg2image embed`."
             )
         man = read_json(meta)

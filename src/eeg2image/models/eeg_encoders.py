@@ -451,6 +451,11 @@ class _BraindecodeEncoder(EEGEncoder):
             for k, v in cls.braindecode_options().items()
         }
 
+    @classmethod
+    def _options_of(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """This wrapper's options out of its ``__init__``'s ``locals()``."""
+        return {k: values[k] for k in cls._signature_options()}
+
     def _build(self, given: dict[str, Any], resolved: dict[str, Any] | None = None) -> None:
         """Build ``self.net`` from the ``given`` options (those not :data:`BRAINDECODE_DEFAULT`) updated with
         ``resolved`` (defaults computed here)."""
@@ -503,27 +508,7 @@ class EEGNetEncoder(_BraindecodeEncoder):
         norm_rate: Any = _D,
     ):
         super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
-        self._build(
-            {
-                "final_conv_length": final_conv_length,
-                "pool_mode": pool_mode,
-                "F1": F1,
-                "D": D,
-                "F2": F2,
-                "kernel_length": kernel_length,
-                "depthwise_kernel_length": depthwise_kernel_length,
-                "pool1_kernel_size": pool1_kernel_size,
-                "pool2_kernel_size": pool2_kernel_size,
-                "conv_spatial_max_norm": conv_spatial_max_norm,
-                "activation": activation,
-                "batch_norm_momentum": batch_norm_momentum,
-                "batch_norm_affine": batch_norm_affine,
-                "batch_norm_eps": batch_norm_eps,
-                "drop_prob": drop_prob,
-                "final_layer_with_constraint": final_layer_with_constraint,
-                "norm_rate": norm_rate,
-            }
-        )
+        self._build(self._options_of(locals()))
 
 
 @register_eeg_encoder("shallow")
@@ -562,21 +547,7 @@ class ShallowConvNetEncoder(_BraindecodeEncoder):
         drop_prob: Any = _D,
     ):
         super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
-        given = {
-            "n_filters_time": n_filters_time,
-            "filter_time_length": filter_time_length,
-            "n_filters_spat": n_filters_spat,
-            "pool_time_length": pool_time_length,
-            "pool_time_stride": pool_time_stride,
-            "final_conv_length": final_conv_length,
-            "conv_nonlin": conv_nonlin,
-            "pool_mode": pool_mode,
-            "activation_pool_nonlin": activation_pool_nonlin,
-            "split_first_layer": split_first_layer,
-            "batch_norm": batch_norm,
-            "batch_norm_alpha": batch_norm_alpha,
-            "drop_prob": drop_prob,
-        }
+        given = self._options_of(locals())
         resolved = {
             "pool_time_length": max(2, round(0.1 * sfreq)) if pool_time_length is None else pool_time_length,
             "pool_time_stride": max(1, round(0.05 * sfreq)) if pool_time_stride is None else pool_time_stride,

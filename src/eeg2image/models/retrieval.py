@@ -203,6 +203,10 @@ class SeedStack(nn.Module):
                 None if keys is None else 0,
             )
             return vmap(one, in_dims=in_dims, randomness="error")(p, bufs, a, b, subject, keys)
+        # one unbind per tensor, not an index per seed: the backward of S indexings writes S gradients into S
+        # zero-filled stack-sized tensors and adds them up; the backward of unbind stacks them once
+        p_seed = {k: v.unbind(0) for k, v in p.items()}
+        b_seed = {k: v.unbind(0) for k, v in bufs.items()}
         outs = []
         for s in range(self.n_seeds):
 
@@ -213,8 +217,8 @@ class SeedStack(nn.Module):
 
             outs.append(
                 one(
-                    {k: v[s] for k, v in p.items()},
-                    {k: v[s] for k, v in bufs.items()},
+                    {k: v[s] for k, v in p_seed.items()},
+                    {k: v[s] for k, v in b_seed.items()},
                     pick(a),
                     pick(b),
                     pick(subject),

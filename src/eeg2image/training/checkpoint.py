@@ -71,10 +71,11 @@ def load_state(
     tensors = load_file(str(folder / STATE))
     stack.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, str(folder / STATE))
     opt_state = {}
+    fused = bool(opt.defaults.get("fused"))
     for n, p in stack.named_parameters():
         st = {k.rsplit("/", 1)[1]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"opt/{n}/")}
         if st:
-            st["step"] = st["step"].cpu()
+            st["step"] = st["step"] if fused else st["step"].cpu()  # fused AdamW keeps its step with the weights
             opt_state[p] = st
     opt.state.clear()
     opt.state.update(opt_state)

@@ -141,7 +141,10 @@ class TrainState:
         mcfg = cfg.model_config(train.eeg.shape[2], train.eeg.shape[3], dim, train.sfreq, n_subjects)
         stack = SeedStack(build_models(mcfg, seeds, train.views), resolve_engine(engine, dev)).to(dev)
         model, group = wrap(stack, dev, dist)
-        opt = torch.optim.AdamW(stack.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        # fused: one kernel per step for all tensors (CPU and CUDA), ~16% of a training step on CPU at 1280-d
+        opt = torch.optim.AdamW(
+            stack.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True
+        )
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         eeg = train.eeg.to(dev)
         if cfg.reps_per_sample <= 0 or cfg.reps_per_sample >= eeg.shape[1]:
