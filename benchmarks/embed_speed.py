@@ -41,7 +41,9 @@ def _rate(fn, n_items: int, repeat: int = 3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--encoders", default="evnet,evnet:reference,RN50,ViT-L-14,ViT-H-14")
+    ap.add_argument(
+        "--encoders", default="effnet-lite0,evnet,evnet:reference,evnet-clip:effnet-lite0,RN50,ViT-L-14,ViT-H-14"
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -55,7 +57,7 @@ def main() -> None:
     batch = [Original()(p) for p in photos]
     print(f"\nencoder (batch {args.batch}, 224 px)            images/s")
     for name in args.encoders.split(","):
-        if name.startswith("evnet"):
+        if name.startswith(("evnet", "effnet")):
             enc = build_image_encoder(name, device=str(device))
         else:
             import open_clip

@@ -324,6 +324,11 @@ def test_factory_options(checkpoint, tmp_path):
     for bad in ("layer=7", "layer=-1", "layer=x", "depth=3", "layer"):
         with pytest.raises(ConfigError, match="effnet-lite0"):
             build_effnet_lite0(bad, weights=None, device=CPU)
+    small = build_effnet_lite0("size=128", weights=None, device=CPU)  # fewer pixels for small images
+    assert small.name == "effnet-lite0:size=128" and small.image_size == 128 and small.identity()["image_size"] == 128
+    assert small.encode([np.zeros((64, 64, 3), np.uint8)]).shape == (1, FEATURE_DIM)
+    with pytest.raises(ConfigError, match="size must be"):
+        build_effnet_lite0("size=8", weights=None, device=CPU)
     # an explicit file: identity follows the file
     torch.save(checkpoint, tmp_path / "copy.pth")
     enc = build_effnet_lite0("", weights=str(tmp_path / "copy.pth"), device=CPU)

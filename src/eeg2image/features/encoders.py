@@ -466,10 +466,7 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
         seed: int,
         input_mode: str,
         device: torch.device,
-        evnet_size: int | None = None,
     ):
-        import dataclasses
-
         from torch import nn
 
         from .evnet import EVNET_PRESETS, EVNet
@@ -477,10 +474,7 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
         check_option("input", input_mode, ("raw", "clip"), where="evnet-clip")
         check_option("EVNet preset", evnet_preset, EVNET_PRESETS, where="evnet-clip")
         self.clip, self.seed, self.input_mode, self.device = clip, seed, input_mode, device
-        cfg = EVNET_PRESETS[evnet_preset]
-        if evnet_size is not None:  # the same visual angle on fewer pixels (faster; for small images)
-            cfg = dataclasses.replace(cfg, image_size=int(evnet_size))
-        self.net = EVNet(cfg).eval().to(device)
+        self.net = EVNet(EVNET_PRESETS[evnet_preset]).eval().to(device)
         self.evnet_preset = evnet_preset
         n = self.net.cfg.simple_channels + self.net.cfg.complex_channels
         with torch.random.fork_rng(devices=[]):
@@ -506,7 +500,6 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
                 ("seed", seed, 0),
                 ("input", input_mode, "raw"),
                 ("evnet", evnet_preset, "reference"),
-                ("evnet_size", evnet_size, None),
             )
             if v != default
         ]
@@ -541,20 +534,18 @@ class EVNetAdapterCLIPEncoder(ImageEncoder):
 
 @register(IMAGE_ENCODERS, "evnet-clip")
 def _evnet_clip(arg: str, *, weights: str | None, device: torch.device) -> EVNetAdapterCLIPEncoder:
-    """``evnet-clip:<arch>/<tag>[;seed=0][;input=raw|clip][;evnet=reference][;evnet_size=224]``,
-    ``evnet-clip:config=<json>``, or ``evnet-clip:effnet-lite0[:size=S]`` (EVNet -> the same seeded frozen adapter
-    -> EfficientNet-Lite0, offline). ``evnet_size``: EVNet's input pixels for its 7 degrees (default 224)."""
+    """``evnet-clip:<arch>/<tag>[;seed=0][;input=raw|clip][;evnet=reference]``, ``evnet-clip:config=<json>``, or
+    ``evnet-clip:effnet-lite0[:size=S]`` (EVNet -> the same seeded frozen adapter -> EfficientNet-Lite0, offline)."""
     base, *opts = arg.split(";")
     kv = dict(o.partition("=")[::2] for o in opts if o)
     for key in kv:
-        check_option("option", key, ("seed", "input", "evnet", "evnet_size"), where="evnet-clip")
+        check_option("option", key, ("seed", "input", "evnet"), where="evnet-clip")
     if base.startswith("config="):
         clip = _openclip_config(base.split("=", 1)[1], weights=weights, device=device)
     elif base.split(":", 1)[0] == "effnet-lite0":  # the offline image encoder in place of CLIP
         clip = _effnet_lite0(base.partition(":")[2], weights=weights, device=device)
     else:
         clip = _openclip(base or "RN50/openai", weights=weights, device=device)
-    size = int(kv["evnet_size"]) if "evnet_size" in kv else None
     return EVNetAdapterCLIPEncoder(
-        clip, kv.get("evnet", "reference"), int(kv.get("seed", 0)), kv.get("input", "raw"), device, size
+        clip, kv.get("evnet", "reference"), int(kv.get("seed", 0)), kv.get("input", "raw"), device
     )
