@@ -122,3 +122,14 @@ def test_config_reads_exponent_floats_that_yaml_leaves_as_strings(tmp_path):
     assert load_config(_Cfg, tmp_path / "c.yaml").rate == 0.001
     with pytest.raises(ConfigError, match="rate: expected a number, got 'fast'"):
         load_config(_Cfg, {"rate": "fast"})
+
+
+def test_one_input_check_and_honest_error_types(tmp_path):
+    from eeg2image.io import Eeg2ImageError, MissingDataError, check_option
+
+    assert check_option("view", "blur", ["original", "blur"]) == "blur"
+    with pytest.raises(ConfigError, match=r"^train\.x: unknown encoder 'vit'; known: ved, nice$"):
+        check_option("encoder", "vit", ["ved", "nice"], where="train.x")
+    assert issubclass(ConfigError, Eeg2ImageError) and not issubclass(ConfigError, DataFormatError)
+    with pytest.raises(MissingDataError, match="config file not found"):  # an absent file is missing data
+        load_config(_Cfg, tmp_path / "absent.yaml")

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .io import ConfigError, atomic_path, check_option
+from .io import ConfigError, MissingDataError, atomic_path, check_option
 
 T = TypeVar("T")
 
@@ -152,7 +152,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path`` (its ``description`` line dropped), with the file named in every error."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found.")
+        raise MissingDataError(f"{path}: config file not found.")
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
