@@ -23,7 +23,7 @@ from eeg2image.data.things_eeg2 import (
     write_raw_file,
     write_ubp_pt,
 )
-from eeg2image.io import DataFormatError, MissingDataError
+from eeg2image.io import DataFormatError, MissingDataError, load_pickled
 
 
 def test_official_17_channel_order_is_the_authors_regex_order():
@@ -194,7 +194,13 @@ def test_missing_or_unreadable_image(dataset_copy):
 def test_metadata_that_disagrees_with_the_folders(dataset_copy):
     images = ImageSet.discover(dataset_copy)
     victim = images.files("training")[5]
-    victim.rename(victim.with_name("zz_" + victim.name))  # the folder order no longer matches the metadata
+    victim.rename(victim.with_name("zz_" + victim.name))
+    with pytest.raises(MissingDataError, match=rf"{victim.name}: image missing.*zz_{victim.name} is there but not"):
+        ImageSet.discover(dataset_copy).check_metadata()
+    victim.with_name("zz_" + victim.name).rename(victim)
+    meta = load_pickled(images.metadata_path)
+    meta["train_img_files"][5], meta["train_img_files"][6] = meta["train_img_files"][6], meta["train_img_files"][5]
+    np.save(images.metadata_path, meta)  # the same images, listed in another order than the sorted folders
     with pytest.raises(DataFormatError, match=r"train_img_files'\[5\].*EEG-to-image order would be wrong"):
         ImageSet.discover(dataset_copy).check_metadata()
 

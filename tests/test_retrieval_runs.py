@@ -193,7 +193,7 @@ def test_subject_modes_make_the_right_units():
     assert [(u.name, u.train_subjects, u.eval_subjects) for u in joint] == [("joint", [1, 2], [1, 2])]
     loso = units_of(run_config(None, None, **{"data.subjects": [1, 2, 3], "data.mode": "loso"}))
     first = loso[0]
-    assert (first.train_subjects, first.eval_subjects, first.subject_aware_eval) == ([2, 3], [1], False)
+    assert (first.train_subjects, first.eval_subjects, first.subject_aware) == ([2, 3], [1], False)
     assert len(loso) == 3
 
 
@@ -292,8 +292,9 @@ def test_a_run_folder_from_an_older_version_is_refused_not_reinterpreted(tmp_pat
     cfg = run_config("demo", None)
     saved = to_dict(cfg)
     del saved["train"]["drop_last"]
-    (tmp_path / "run").mkdir()
+    (tmp_path / "run/units/sub-01").mkdir(parents=True)
     (tmp_path / "run/config.yaml").write_text(yaml.safe_dump(saved))
+    (tmp_path / "run/units/sub-01/final.safetensors").write_bytes(b"weights of the old run")
     with pytest.raises(TrainingError, match=r"differs in train\.drop_last.*nothing was overwritten"):
         train_run(cfg, tmp_path / "run", progress=False, log=quiet)
     assert yaml.safe_load((tmp_path / "run/config.yaml").read_text()) == saved

@@ -19,13 +19,24 @@ app = typer.Typer(
 )
 
 
-def _ints(text: str | None) -> list[int] | None:
+def _ints(text: str | None, what: str = "--subjects") -> list[int] | None:
+    """``1,2,3``, ``0-9`` or ``1-3,7``: a usage error names the option and the text."""
     if text is None:
         return None
+    out: list[int] = []
     try:
-        return [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError as exc:
-        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from exc
+        for part in text.replace(" ", "").split(","):
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                out += list(range(lo, hi + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise typer.BadParameter(f"{what}: expected numbers like 1,2,3 or 0-9, got {text!r}") from None
+    return out
 
 
 SET_HELP = "Any config key, repeatable: --set key=value (value parsed as YAML)."
@@ -134,20 +145,6 @@ def embed(
         typer.echo(f"{r.partition:<9} {r.view:<26} {r.encoder:<36} {r.status:<10} {r.n_images} images")
 
 
-def _seeds(text: str | None) -> list[int] | None:
-    """``0,1,2`` or ``0-9``."""
-    if text is None:
-        return None
-    out: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        if "-" in part[1:]:
-            a, b = part.split("-", 1)
-            out += list(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
-    return out
-
-
 @app.command()
 def train(
     out: Annotated[Path, typer.Argument(help="Run folder (created; a killed run resumes from it).")],
@@ -178,7 +175,7 @@ def train(
         "data.dataset": str(dataset) if dataset else None,
         "data.subjects": _ints(subjects),
         "data.mode": mode,
-        "seeds": _seeds(seeds),
+        "seeds": _ints(seeds, "--seeds"),
         "train.eeg_encoder": encoder,
         "train.epochs": epochs,
         "device": device,
@@ -220,7 +217,13 @@ def sweep(
     from .pipeline import plan_sweep, run_all, write_jobs
 
     jobs = plan_sweep(
-        out, list(config or []), _ints(subjects) or [1], _seeds(seeds) or [0], seeds_per_job, preset, list(set_ or [])
+        out,
+        list(config or []),
+        _ints(subjects) or [1],
+        _ints(seeds, "--seeds") or [0],
+        seeds_per_job,
+        preset,
+        list(set_ or []),
     )
     path = write_jobs(out, jobs)
     typer.echo(f"{len(jobs)} jobs -> {path} (one shell line each; `eeg2image table {out}` merges their results)")
@@ -257,9 +260,12 @@ def info(
     root: Annotated[Path, typer.Argument(help="Dataset root or eeg2image output folder.")],
     deep: Annotated[bool, typer.Option(help="Open every EEG file (slow on real data).")] = False,
 ) -> None:
-    """What a dataset folder holds, with shapes, and what is missing or wrong."""
+    """What a dataset folder holds, with shapes, and what is missing or wrong (exit status 1 when a file is wrong)."""
     from .data.inspect import format_findings, inspect_dataset
+    from .io import MissingDataError
 
+    if not root.is_dir():
+        raise MissingDataError(f"{root}: no such folder; expected a THINGS-EEG2 root or an eeg2image output folder")
     findings = inspect_dataset(root, deep=deep)
     typer.echo(format_findings(findings))
     if any(f.status == "error" for f in findings):
@@ -277,23 +283,34 @@ def demo(
     run_demo(workdir, preset=preset)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console script: a deliberate error (bad input, a usage mistake, a busy folder) is one line on stderr
+    and exit status 2; only a bug in eeg2image prints a traceback."""
     try:
-        app(standalone_mode=False)
+        rc = app(args=argv, prog_name="eeg2image", standalone_mode=False)
     except Eeg2ImageError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        _fail(str(exc))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except typer.TyperException as exc:  # usage errors of the click that typer ships
+        if type(exc).__name__ == "NoArgsIsHelpError":
             exc.show()
-            sys.exit(exc.exit_code)
-        raise
+            sys.exit(0)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _fail(f"{message}{hint}", getattr(exc, "exit_code", 2))
+    except OSError as exc:  # the system refused a file operation (permissions, a full disk, a folder for a file)
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}" if exc.filename else str(exc))
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    text = " ".join(message.split())  # one line, whatever the message held
+    typer.secho(f"error: {text}", fg=typer.colors.RED, err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BusyError",
     "ConfigError",
     "DataFormatError",
     "Eeg2ImageError",
@@ -32,10 +33,14 @@ __all__ = [
     "atomic_dir",
     "atomic_path",
     "check_option",
+    "check_range",
+    "fault_point",
     "file_sha256",
+    "folder_lock",
     "load_pickled",
     "package_versions",
     "read_json",
+    "save_safetensors",
     "write_json",
     "write_manifest",
 ]
@@ -61,6 +66,10 @@ class ConfigError(Eeg2ImageError, ValueError):
     """A name, key or value the user chose does not exist or does not fit (a preset, an encoder, a config key)."""
 
 
+class BusyError(Eeg2ImageError):
+    """Another eeg2image process is writing the folder this one would write (or read while it changes)."""
+
+
 def check_option(name: str, value: Any, allowed: Any, *, where: str | None = None) -> Any:
     """``value`` if it is one of ``allowed``, else a :class:`ConfigError` of one shape everywhere:
     ``[where: ]unknown <name> <value>; known: <allowed>`` (after MNE's ``_check_option``)."""
@@ -70,6 +79,32 @@ def check_option(name: str, value: Any, allowed: Any, *, where: str | None = Non
     prefix = f"{where}: " if where else ""
     known = ", ".join(str(a) for a in allowed) or "none"
     raise ConfigError(f"{prefix}unknown {name} {value!r}; known: {known}")
+
+
+def check_range(
+    where: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` if it lies in the interval, else a :class:`ConfigError` naming the key and the interval:
+    ``train.lr: 0.0 is out of range; expected > 0``."""
+    bad = (
+        (low is not None and (value <= low if low_open else value < low))
+        or (high is not None and (value >= high if high_open else value > high))
+        or value != value  # NaN
+    )
+    if bad:
+        parts = []
+        if low is not None:
+            parts.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            parts.append(f"{'<' if high_open else '<='} {high:g}")
+        raise ConfigError(f"{where}: {value!r} is out of range; expected {' and '.join(parts)}")
+    return value
 
 
 class _TensorStorageFound(UnsafePickleError):
@@ -97,9 +132,10 @@ _ALLOWED_GLOBALS = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: Any, source: Path):
+    def __init__(self, file: Any, source: Path, torch_file: bool = False):
         super().__init__(file)
         self._source = source
+        self._torch_file = torch_file
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
@@ -107,6 +143,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         # numpy dtype classes (numpy >= 1.25 may pickle dtypes through numpy.dtypes.*DType)
         if module == "numpy.dtypes" and name.endswith("DType"):
             return super().find_class(module, name)
+        if self._torch_file and (module == "torch" or module.startswith("torch.")):
+            # tensors (torch._utils._rebuild_tensor_v2, torch.FloatStorage, ...): torch.load(weights_only=True),
+            # itself an allowlist, reads them; we never build them here
+            raise _TensorStorageFound(f"{self._source}: the pickle holds torch objects ({module}.{name}).")
         raise UnsafePickleError(
             f"{self._source}: refused to load: the pickle asks for '{module}.{name}', which could run "
             "code. Only numpy arrays and plain containers (dict, list, str, numbers) are accepted. "
@@ -117,9 +157,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise _TensorStorageFound(f"{self._source}: the pickle refers to stored tensors ({pid!r}).")
 
 
-def _restricted_load(stream: Any, source: Path) -> Any:
+def _restricted_load(stream: Any, source: Path, torch_file: bool = False) -> Any:
     try:
-        return _RestrictedUnpickler(stream, source).load()
+        return _RestrictedUnpickler(stream, source, torch_file).load()
     except UnsafePickleError:
         raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
@@ -200,6 +240,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             _fsync_file(tmp)
+            fault_point("before-rename", final.name)
             os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -324,3 +365,108 @@ def write_manifest(
         manifest.update(extra)
     write_json(Path(folder) / "manifest.json", manifest)
     return manifest
+
+
+# --------------------------------------------------------------------------------------------------
+# Byte-stable safetensors
+# --------------------------------------------------------------------------------------------------
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its header written in one fixed order (metadata keys sorted).
+
+    The safetensors writer keeps ``__metadata__`` in a hash map, so two saves of the same tensors and metadata
+    differ in their bytes; this makes them equal, so a checksum can confirm that a run was reproduced. Tensor
+    offsets are relative to the data section and do not change."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered: dict[str, Any] = {}
+    if meta:
+        ordered["__metadata__"] = dict(sorted(meta.items()))
+    ordered.update(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Write torch tensors or numpy arrays (one kind per call) to ``path`` atomically, byte-stable (same
+    tensors and metadata -> same bytes)."""
+    first = next(iter(tensors.values()), None)
+    if isinstance(first, np.ndarray):
+        from safetensors.numpy import save
+    else:
+        from safetensors.torch import save
+    blob = canonical_safetensors(save(tensors, metadata=metadata))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
+    fault_point("after-write", Path(path).name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Locks: one writer per output folder
+# --------------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".eeg2image.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold ``folder``'s lock while ``what`` (``train``, ``embed``, ``evaluate``) works in it; a second eeg2image
+    process that asks for it is refused at once with a :class:`BusyError` naming the folder and its holder.
+
+    An OS-level lock (``filelock``): the kernel releases it when the holder dies, even by ``kill -9``, so a
+    killed run never leaves a folder locked."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK_NAME, timeout=0, is_singleton=False)
+    info = folder / (LOCK_NAME + ".json")
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = ""
+        with contextlib.suppress(Exception):
+            h = json.loads(info.read_text())
+            holder = f" (held by pid {h['pid']}: eeg2image {h['what']}, since {h['since']})"
+        raise BusyError(
+            f"{folder}: in use by another eeg2image process{holder}; {what} waits for nothing and changed nothing: "
+            "run it again when that process has finished"
+        ) from None
+    try:
+        write_json(info, {"pid": os.getpid(), "what": what, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            info.unlink()
+        lock.release()
+
+
+# --------------------------------------------------------------------------------------------------
+# Fault injection (tests only): EEG2IMAGE_FAULT="<point>[@<name>]:<n>[:stop]"
+# --------------------------------------------------------------------------------------------------
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def fault_point(point: str, name: str = "") -> None:
+    """A place where the fault tests kill this process (``kill -9`` of itself, the n-th time it is reached) or
+    stop it (``SIGSTOP``, so a second process can be tried against its lock). Does nothing unless the
+    ``EEG2IMAGE_FAULT`` variable names this point, e.g. ``train-step:5``, ``after-write@state.safetensors:2``
+    or ``train-step:1:stop``."""
+    spec = os.environ.get("EEG2IMAGE_FAULT")
+    if not spec:
+        return
+    target, _, rest = spec.partition(":")
+    count, _, action = rest.partition(":")
+    if target not in (point, f"{point}@{name}"):
+        return
+    _FAULT_COUNTS[target] = _FAULT_COUNTS.get(target, 0) + 1
+    if _FAULT_COUNTS[target] == int(count or 1):
+        import signal
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)

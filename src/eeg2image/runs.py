@@ -6,13 +6,13 @@ A run trains one or more *units*; each unit is one training call with all seeds 
 - ``joint``: one unit on the training data of every subject (rows tagged with their subject), evaluated on
   each subject;
 - ``loso``: leave one subject out: for each subject, a unit trained on the others and evaluated on it
-  (with the shared / unknown-subject token of subject-aware encoders).
+  (subject-aware encoders use their shared / unknown-subject token for every row, trained on the others' data).
 
 Run folder::
 
     RUN/config.yaml                      resolved RunConfig
     RUN/manifest.json                    what made it (config hash, inputs, versions, command)
-    RUN/units/<unit>/checkpoint/         state.safetensors + state.json (resume; training's own)
+    RUN/units/<unit>/checkpoint/         state.safetensors (resume, one file; training's own)
     RUN/units/<unit>/final.safetensors   stacked weights of every seed after the last epoch (+ ModelConfig)
     RUN/units/<unit>/best.safetensors    each seed at its validation-selected epoch (when validating)
     RUN/units/<unit>/history.json        per-epoch loss and validation metrics of every seed
@@ -30,10 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from .config import ConfigError, from_dict, stage_config, to_dict
-from .io import check_option
+from .config import ConfigError, from_dict, read_yaml, stage_config, to_dict
+from .io import check_option, check_range
 from .models.eeg_encoders import EEG_ENCODERS, check_eeg_options
 from .models.fusion import TargetConfig
 from .models.retrieval import ModelConfig
@@ -73,6 +71,13 @@ class DataConfig:
     val_fraction: float = 0.1  # share of training concepts held out for validation (0: none)
     val_seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_range("data.val_fraction", self.val_fraction, 0, 1, high_open=True)
+        for s in self.subjects:
+            check_range("data.subjects", s, 1)
+        if len(set(self.subjects)) != len(self.subjects):
+            raise ConfigError(f"data.subjects: {self.subjects} lists a subject twice")
+
 
 @dataclass
 class TrainConfig:
@@ -99,6 +104,15 @@ class TrainConfig:
     def __post_init__(self) -> None:  # a typo in the encoder or its options fails here, before any data is read
         check_option("EEG encoder", self.eeg_encoder, sorted(EEG_ENCODERS), where="train.eeg_encoder")
         check_eeg_options(self.eeg_encoder, self.eeg_options, where="train.eeg_options")
+        check_range("train.epochs", self.epochs, 1)
+        check_range("train.batch_size", self.batch_size, 2)  # InfoNCE needs a negative
+        check_range("train.lr", self.lr, 0, low_open=True)
+        check_range("train.weight_decay", self.weight_decay, 0)
+        for i, b in enumerate(self.betas):
+            check_range(f"train.betas[{i}]", b, 0, 1, high_open=True)
+        check_range("train.warmup_epochs", self.warmup_epochs, 0, self.epochs)
+        check_range("train.logit_scale", self.logit_scale, 0, low_open=True)
+        check_range("train.reps_per_sample", self.reps_per_sample, 0)
 
     def model_config(
         self, n_chans: int, n_times: int, dim: int, sfreq: float | None = None, n_subjects: int = 10
@@ -138,6 +152,11 @@ class RunConfig:
     engine: Literal["auto", "vmap", "loop"] = "auto"  # auto: vmap on CUDA, loop on CPU
     checkpoint_every: int = 1
 
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: {self.seeds}; expected one or more distinct seeds")
+        check_range("checkpoint_every", self.checkpoint_every, 1)
+
 
 def run_config(preset: str | None = None, yaml_path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """Preset (``configs/run/<preset>.yaml``), then a YAML file, then ``overrides`` given as dotted keys
@@ -150,7 +169,10 @@ class Unit:
     name: str
     train_subjects: list[int]
     eval_subjects: list[int]
-    subject_aware_eval: bool = True  # False under LOSO: the held-out subject has no token of its own
+    # False under LOSO: the held-out subject has no token of its own, so every row, in training and at test, goes
+    # through the shared (unknown-subject) token, which is thus trained on every training subject's data (what
+    # ATM's LOSO code amounts to: one token for the whole run); per-subject tokens stay unused
+    subject_aware: bool = True
 
 
 def units_of(cfg: RunConfig) -> list[Unit]:
@@ -187,7 +209,7 @@ def _read_saved(path: Path, must_exist: bool = False) -> dict[str, Any]:
         if must_exist:
             raise MissingDataError(f"{path}: missing; is {path.parent} a run folder (`eeg2image train`)?")
         return {}
-    return yaml.safe_load(path.read_text()) or {}
+    return read_yaml(path)
 
 
 def config_changes(path: str | Path, cfg: RunConfig) -> list[str]:

@@ -32,6 +32,7 @@ from ..io import (
     atomic_dir,
     atomic_path,
     check_option,
+    fault_point,
     file_sha256,
     json_sha256,
     read_json,
@@ -40,6 +41,7 @@ from ..io import (
 )
 from .things_eeg2 import (
     PARTITIONS,
+    TARGET_ID,
     EEGArray,
     Partition,
     RawRecording,
@@ -136,7 +138,16 @@ def epoch_recording(rec: RawRecording, cfg: PreprocessConfig, progress: bool = F
         raise DataFormatError(f"{rec.path}: key 'ch_names' lacks channels {missing}.")
     ch_idx = np.array([index[c] for c in channels])
 
-    events, n_targets = drop_targets(decode_stim(rec.stim))
+    try:
+        events, n_targets = drop_targets(decode_stim(rec.stim))
+    except DataFormatError as exc:
+        raise DataFormatError(f"{rec.path}: the 'stim' row of key 'raw_eeg_data': {exc}") from None
+    if (events[:, 1] < 1).any():
+        bad = np.unique(events[events[:, 1] < 1, 1])[:5].tolist()
+        raise DataFormatError(
+            f"{rec.path}: the 'stim' row of key 'raw_eeg_data' holds negative image ids {bad}; expected ids 1..N "
+            f"(and {TARGET_ID} for targets)."
+        )
     sf = rec.sfreq
     start = int(round(cfg.tmin * sf))
     stop = int(round(cfg.tmax * sf))
@@ -320,6 +331,12 @@ def _process_session(
         if abs(raw.sfreq - 1000.0) > 1e-6 and cfg.sfreq > raw.sfreq:
             raise DataFormatError(f"{paths[p]}: key 'sfreq' is {raw.sfreq}; cannot resample up to {cfg.sfreq}.")
         ep = epoch_recording(raw, cfg, progress=progress)
+        if len(ep.ids) == 0:
+            raise DataFormatError(
+                f"{paths[p]}: the 'stim' row of key 'raw_eeg_data' holds no image events (of "
+                f"{ep.n_targets + ep.n_outside} events, {ep.n_targets} are targets ({TARGET_ID}) and {ep.n_outside} "
+                "fall outside the recording); expected an onset per image presentation with its id 1..N."
+            )
         record["times"] = ep.times.tolist()
         n_reps = cfg.reps_training if p == "training" else cfg.reps_test
         ids, trial_idx = select_repetitions(ep.ids, n_reps, cfg.repetition_seed, where=str(paths[p]))
@@ -347,6 +364,7 @@ def _process_session(
                 np.save(f, sorted_data[p].astype(cfg.dtype))
         record["files"][p] = name
     write_json(marker, record)
+    fault_point("preprocess-session")
     return record
 
 

@@ -39,6 +39,7 @@ from ..io import (
     ConfigError,
     DataFormatError,
     MissingDataError,
+    UnsafePickleError,
     _restricted_load,
     _TensorStorageFound,
     atomic_path,
@@ -569,16 +570,25 @@ def load_torch_file(path: Path):
                 if name is None:
                     raise DataFormatError(f"{path}: a zip file without data.pkl; not a torch.save file.")
                 with z.open(name) as f:
-                    return _restricted_load(f, path)
+                    return _restricted_load(f, path, torch_file=True)
         except _TensorStorageFound:
             pass
-        except zipfile.BadZipFile as exc:
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
             raise DataFormatError(f"{path}: the file is truncated or corrupt ({exc}).") from exc
     try:
         with torch.serialization.safe_globals(_torch_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = str(exc)
+        if text.startswith("Weights only load failed"):  # torch's allowlist refused a global or an operation
+            found = re.search(r"(?i)unsupported[^\n]*", text)
+            what = found.group(0).rstrip(".") if found else "the pickle holds non-tensor objects"
+            raise UnsafePickleError(
+                f"{path}: refused to load: {what}, "
+                "which could run code. Only tensors, numpy arrays and plain containers are accepted. If you trust "
+                "this file, convert it yourself to plain arrays first."
+            ) from exc
+        msg = text.splitlines()[0] if text else type(exc).__name__
         raise DataFormatError(f"{path}: could not be read safely as a torch.save file: {msg}") from exc
 
 
@@ -756,6 +766,12 @@ class ImageSet:
             raise DataFormatError(f"event id {event_id} is outside 1..{len(files)} for the {partition} images.")
         return files[event_id - 1]
 
+    def check(self) -> None:
+        """Before any work on the images: ``image_metadata.npy`` (when present) and the folders list the same
+        images in the same order; a deleted or an extra image is named."""
+        if self.metadata_path is not None:
+            self.check_metadata()
+
     def read_metadata(self) -> dict[str, list[str]]:
         if self.metadata_path is None:
             raise MissingDataError(f"{self.root}: image_metadata.npy not found.")
@@ -780,6 +796,22 @@ class ImageSet:
                 )
             got = [f"{c}/{f}" for c, f in zip(concepts, names, strict=True)]
             want = [f"{p.parent.name}/{p.name}" for p in files]
+            folder = self.training_dir if partition == "training" else self.test_dir
+            got_set, want_set = set(got), set(want)
+            absent = [g for g in got if g not in want_set]
+            extra = [w for w in want if w not in got_set]
+            if absent:
+                also = f"; {folder / extra[0]} is there but not listed (renamed?)" if extra else ""
+                raise MissingDataError(
+                    f"{folder / absent[0]}: image missing ({len(absent)} of the {len(got)} images that "
+                    f"{self.metadata_path.name} key '{prefix}_img_files' lists are not in {folder}){also}; restore "
+                    "the image set (the EEG rows follow this list)."
+                )
+            if extra:
+                raise DataFormatError(
+                    f"{folder / extra[0]}: not listed in {self.metadata_path} key '{prefix}_img_files' "
+                    f"({len(extra)} unlisted file(s)); remove them, the EEG has no rows for them."
+                )
             if len(got) != len(want):
                 raise DataFormatError(
                     f"{self.metadata_path}: key '{prefix}_img_files' lists {len(got)} images, the folders hold "
@@ -804,6 +836,11 @@ class ImageSet:
                 raise DataFormatError(f"{p}: unreadable image ({exc}).") from exc
 
 
+#: PIL modes whose conversion to RGB keeps the 0..255 scale (grey, palette, CMYK, alpha dropped); 16-bit and
+#: float images ("I;16", "I", "F") would be clipped to white by PIL's conversion, so they are refused.
+CONVERTIBLE_MODES = ("RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV")
+
+
 def load_image(path: str | Path, size: int | None = None):
     """Read an image as RGB PIL (optionally resized to ``size``x``size`` with bicubic); clear error if bad."""
     from PIL import Image, UnidentifiedImageError
@@ -813,6 +850,11 @@ def load_image(path: str | Path, size: int | None = None):
         raise MissingDataError(f"{path}: image file not found.")
     try:
         with Image.open(path) as im:
+            if im.mode not in CONVERTIBLE_MODES:
+                raise DataFormatError(
+                    f"{path}: image mode {im.mode!r} (16-bit or float pixels); expected 8-bit RGB (or a mode that "
+                    f"converts to it without rescaling: {', '.join(CONVERTIBLE_MODES)})."
+                )
             im = im.convert("RGB")
             im.load()
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..datasets import RetrievalSplit, load_pairs
-from ..io import DataFormatError, atomic_path, read_json, write_json, write_manifest
+from ..io import DataFormatError, atomic_path, folder_lock, read_json, write_json, write_manifest
 from ..models.retrieval import SeedStack, embed_eeg, embed_targets, load_stack
 from ..runs import SELECTIONS, RunConfig, Unit, config_summary, read_run_config, subject_folder, unit_folder, units_of
 from .retrieval import aggregate, cosine_similarity, distractor_sets, hungarian_topk, retrieval_metrics
@@ -59,15 +59,22 @@ def _scores(stack: SeedStack, test: RetrievalSplit, unit: Unit) -> np.ndarray:
     q, sub, img = test.queries()
     if not np.array_equal(img, np.arange(test.n_images)):
         raise DataFormatError("evaluation expects one query per test image, in image order")
-    if not unit.subject_aware_eval:
+    if not unit.subject_aware:
         sub = torch.zeros_like(sub)
     e, g = embed_eeg(stack, q, sub).numpy(), embed_targets(stack, test.views).numpy()
     return np.stack([cosine_similarity(e[s].astype(np.float64), g[s].astype(np.float64)) for s in range(len(e))])
 
 
 def evaluate_run(run_dir: str | Path, *, log=print) -> dict[str, Any]:
+    """Score every unit's weights on the test partition; holds the run folder's lock (a ``train`` still writing
+    there refuses this evaluation, and this evaluation a ``train``)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
+    with folder_lock(run_dir, "evaluate"):
+        return _evaluate(run_dir, cfg, log)
+
+
+def _evaluate(run_dir: Path, cfg: RunConfig, log) -> dict[str, Any]:
     views = cfg.train.target.required_views()
     tests: dict[int, RetrievalSplit] = {}
     results: dict[str, dict[str, Any]] = {sel: {} for sel in SELECTIONS}

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.things_eeg2 import PARTITIONS, ImageSet, Partition, load_image
-from ..io import DataFormatError, json_sha256
+from ..io import DataFormatError, fault_point, folder_lock, json_sha256
 from .encoders import ImageEncoder, TextEncoder
 from .store import EmbeddingStore, image_list_hash
 from .views import View
@@ -67,10 +67,17 @@ def embed_images(
     workers: int = 0,
     progress: bool = True,
 ) -> list[EmbedResult]:
+    images = ImageSet.discover(dataset_root)
+    images.check()
+    with folder_lock(store_root, "embed"):
+        return _embed_images(
+            images, EmbeddingStore(store_root), views, encoder, partitions, batch_size, workers, progress
+        )
+
+
+def _embed_images(images, store, views, encoder, partitions, batch_size, workers, progress) -> list[EmbedResult]:
     import torch
 
-    images = ImageSet.discover(dataset_root)
-    store = EmbeddingStore(store_root)
     bs = batch_size or encoder.batch_size
     results: list[EmbedResult] = []
     for p in partitions:
@@ -100,6 +107,7 @@ def embed_images(
                 w = writers[v.name]
                 if not w.has(start):
                     w.write(start, encoder.encode([item[v.name] for item in batch]))
+                    fault_point("embed-batch")
                 bar.update(len(idx))
         bar.close()
         for v in pending:
@@ -136,7 +144,12 @@ def embed_texts(
     progress: bool = True,
 ) -> list[EmbedResult]:
     images = ImageSet.discover(dataset_root)
-    store = EmbeddingStore(store_root)
+    images.check()
+    with folder_lock(store_root, "embed"):
+        return _embed_texts(images, EmbeddingStore(store_root), encoder, template, captions, partitions, progress)
+
+
+def _embed_texts(images, store, encoder, template, captions, partitions, progress) -> list[EmbedResult]:
     results = []
     for p in partitions:
         rel, ihash = image_set_identity(images, p)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.things_eeg2 import PARTITIONS, ImageSet
-from ..io import DataFormatError, file_sha256
+from ..io import DataFormatError, file_sha256, folder_lock
 from .embed import EmbedResult, image_set_identity
 from .store import EmbeddingStore
 
@@ -24,7 +24,6 @@ ORACLE_ENCODER = "sim-features"
 
 
 def embed_simulation_features(dataset_root: str | Path, store_root: str | Path) -> list[EmbedResult]:
-    from ..data.simulate.images import image_features
 
     root = Path(dataset_root)
     sim = root / "simulation.json"
@@ -34,7 +33,14 @@ def embed_simulation_features(dataset_root: str | Path, store_root: str | Path) 
             "simulate` (a real dataset has no generating features)"
         )
     images = ImageSet.discover(root)
-    store = EmbeddingStore(store_root)
+    images.check()
+    with folder_lock(store_root, "embed"):
+        return _embed_features(images, EmbeddingStore(store_root), sim)
+
+
+def _embed_features(images: ImageSet, store: EmbeddingStore, sim: Path) -> list[EmbedResult]:
+    from ..data.simulate.images import image_features
+
     feats = None
     results = []
     for p in PARTITIONS:

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import DataFormatError, MissingDataError, atomic_path, json_sha256, package_versions, read_json, write_json
+from ..io import (
+    DataFormatError,
+    MissingDataError,
+    atomic_path,
+    json_sha256,
+    package_versions,
+    read_json,
+    save_safetensors,
+    write_json,
+)
 
 EMBEDDING_KEY = "embeddings"
 
@@ -211,12 +220,12 @@ class TableWriter:
                 np.save(f, emb)
 
     def finish(self) -> str:
-        from safetensors.numpy import save_file
-
         parts = [np.load(self._chunk(s)) for s, _ in self.batches()]
         table = np.concatenate(parts, axis=0)
-        with atomic_path(self.data) as tmp:
-            save_file({EMBEDDING_KEY: np.ascontiguousarray(table)}, str(tmp))
+        # the manifest goes first and comes back last: a kill in between leaves a table without one (incomplete,
+        # recomputed from the kept batches), never a new table under an old manifest
+        self.meta.unlink(missing_ok=True)
+        save_safetensors(self.data, {EMBEDDING_KEY: np.ascontiguousarray(table)})
         write_json(
             self.meta,
             {

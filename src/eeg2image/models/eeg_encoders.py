@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import ConfigError, check_option
+from ..io import ConfigError, check_option, check_range
 
 __all__ = [
     "EEG_ENCODERS",
@@ -168,8 +168,10 @@ def check_eeg_options(name: str, options: Mapping[str, Any], where: str = "eeg_o
     encoder's known options), before anything is built."""
     check_option("EEG encoder", name, sorted(EEG_ENCODERS))
     known = list(EEG_ENCODERS[name].known_options())
-    for key in options:
+    for key, value in options.items():
         check_option("option", key, known, where=f"{where}.{key} (EEG encoder {name!r})")
+        if "drop" in key and isinstance(value, int | float) and not isinstance(value, bool):
+            check_range(f"{where}.{key}", value, 0, 1, high_open=True)  # a dropout probability
 
 
 def build_eeg_encoder_from_config(config: Mapping[str, Any], *, where: str = "config") -> EEGEncoder:

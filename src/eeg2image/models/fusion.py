@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import check_range
+
 
 @dataclass
 class TargetConfig:
@@ -57,8 +59,11 @@ class TargetConfig:
             )
         if self.uncertainty_views and self.blur_views:
             raise ValueError("target.uncertainty_views and target.blur_views exclude each other: choose one")
-        if not 0 < self.uncertainty_gamma <= 1:
-            raise ValueError(f"target.uncertainty_gamma must be in (0, 1], got {self.uncertainty_gamma}")
+        check_range("train.target.uncertainty_gamma", self.uncertainty_gamma, 0, 1, low_open=True)
+        check_range("train.target.adapter_dropout", self.adapter_dropout, 0, 1, high_open=True)
+        check_range("train.target.adapter_hidden", self.adapter_hidden, 1)
+        check_range("train.target.n_default_tokens", self.n_default_tokens, 0)
+        check_range("train.target.uncertainty_z", self.uncertainty_z, 0, low_open=True)
 
     def required_views(self) -> list[str]:
         """The embedding views this target reads (``evnet:<view>`` is the EVNet encoder's view)."""

@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..config import from_dict, to_dict
-from ..io import DataFormatError, MissingDataError, atomic_path, check_option
+from ..io import DataFormatError, MissingDataError, check_option, save_safetensors
 from .dropout import keyed_dropout, use_keyed_dropout
 from .eeg_encoders import build_eeg_encoder
 from .fusion import TargetConfig, TargetModel
@@ -299,17 +299,14 @@ def save_weights(
 ) -> None:
     """Stacked weights of every seed, with ``seeds``, ``extra`` and the ``ModelConfig`` that builds them in the
     file's metadata (JSON values). Written atomically."""
-    from safetensors.torch import save_file
-
     meta = {"seeds": list(seeds), **(extra or {})}
     if config is not None:
         meta[_MODEL_KEY] = to_dict(config)
-    with atomic_path(path) as tmp:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-            str(tmp),
-            metadata={k: json.dumps(v) for k, v in meta.items()},
-        )
+    save_safetensors(
+        path,
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+        {k: json.dumps(v) for k, v in meta.items()},
+    )
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

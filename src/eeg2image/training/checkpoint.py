@@ -1,9 +1,10 @@
 """Training checkpoints: everything needed to continue a run exactly as if it had never stopped.
 
-``state.safetensors`` holds the stacked weights (``model/``), each seed's best weights so far (``best/``), the
-optimiser's moments (``opt/``), every seed's random generator (``gen/``) and UBP's per-pair state
-(``uncertainty/``); ``state.json`` (written last: it names the epoch the tensors belong to) holds the epoch,
-the history, the best epochs and scores, and the fingerprint of the configuration and inputs that made it.
+One file, ``state.safetensors``, renamed into place whole (so a kill leaves either the previous checkpoint or
+this one, never half of each): the stacked weights (``model/``), each seed's best weights so far (``best/``),
+the optimiser's moments (``opt/``), every seed's random generator (``gen/``) and UBP's per-pair state
+(``uncertainty/``), and in its metadata (key ``state``, JSON) the epoch those tensors belong to, the history,
+the best epochs and scores, and the fingerprint of the configuration and inputs that made it.
 """
 
 from __future__ import annotations
@@ -13,19 +14,36 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_path, read_json, write_json
+from ..io import DataFormatError, save_safetensors
 from ..models.retrieval import SeedStack
 from .uncertainty import UncertainBlurState
 
-STATE, STATE_JSON = "state.safetensors", "state.json"
+STATE = "state.safetensors"
+_META_KEY = "state"
 
 
 def has_checkpoint(folder: Path | None) -> bool:
-    return folder is not None and (folder / STATE_JSON).is_file()
+    return folder is not None and (folder / STATE).is_file()
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    return read_json(folder / STATE_JSON)
+    """The checkpoint's epoch, history, best epochs and fingerprint (its metadata)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    path = folder / STATE
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = (f.metadata() or {}).get(_META_KEY)
+    except (SafetensorError, OSError) as exc:
+        raise DataFormatError(f"{path}: unreadable checkpoint ({exc}); delete {folder} to start again") from exc
+    if meta is None:
+        raise DataFormatError(
+            f"{path}: metadata key {_META_KEY!r} missing (a checkpoint of an older version); delete {folder} "
+            "to train from the start"
+        )
+    return json.loads(meta)
 
 
 def save_state(
@@ -37,7 +55,7 @@ def save_state(
     meta: dict[str, Any],
     blur_state: UncertainBlurState | None = None,
 ) -> None:
-    from safetensors.torch import save_file
+    import json
 
     tensors = {f"model/{n}": t.detach().cpu().contiguous() for n, t in stack.state_tensors().items()}
     if best is not None:
@@ -51,10 +69,7 @@ def save_state(
         tensors[f"gen/{i}"] = g.get_state()
     if blur_state is not None:
         tensors.update({f"uncertainty/{k}": v.cpu().contiguous() for k, v in blur_state.tensors().items()})
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / STATE) as tmp:
-        save_file(tensors, str(tmp))
-    write_json(folder / STATE_JSON, meta)  # written last: it names the epoch the tensors belong to
+    save_safetensors(folder / STATE, tensors, {_META_KEY: json.dumps(meta)})
 
 
 def load_state(

@@ -7,15 +7,18 @@ from its checkpoints; a folder holding a run of another configuration is refused
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import save_config, to_dict
 from ..datasets import concept_disjoint_split, join_subjects, load_split, view_table_names
 from ..features.store import EmbeddingStore
-from ..io import MissingDataError, file_sha256, json_sha256, write_json, write_manifest
+from ..io import MissingDataError, file_sha256, folder_lock, json_sha256, write_json, write_manifest
 from ..models.retrieval import check_views, save_weights
 from ..runs import SELECTIONS, RunConfig, Unit, config_changes, subject_folder, unit_folder, units_of
 from .distributed import DistInfo, init_distributed
@@ -26,77 +29,104 @@ __all__ = ["train_run", "training_inputs"]
 
 def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=print) -> Path:
     """Train every unit of ``cfg`` into the run folder ``out`` (resuming what a killed run left). Under
-    ``torchrun`` every process trains a slice of each batch; only rank 0 writes."""
+    ``torchrun`` every process trains a slice of each batch; only rank 0 writes.
+
+    Everything that can be checked is checked before anything is written: the inputs of every unit exist, the
+    first unit's data loads and fits, and ``out`` holds no run of another configuration (a folder whose run never
+    trained, e.g. after a failed first attempt, takes the new config). Rank 0 holds the folder's lock while it
+    works, so a second ``train`` (or an ``evaluate``) on the same folder is refused by name."""
     out = Path(out)
     distributed = init_distributed(cfg.device)
     dist = DistInfo.current(distributed)
     if dist.rank != 0:
         progress, log = False, (lambda *a, **k: None)
+    units = units_of(cfg)
+    _check_config(out, cfg)
+    all_inputs = {u.name: training_inputs(cfg, u.train_subjects) for u in units}
+    pending = [u for u in units if not unit_done(out, u)]
+    first = (pending[0].name, load_unit_data(cfg, pending[0])) if pending else None
+    with folder_lock(out, "train") if dist.rank == 0 else contextlib.nullcontext():
+        if dist.rank == 0:
+            replaced = _check_config(out, cfg)  # again, under the lock: another process may have finished meanwhile
+            if replaced:
+                log(f"{out}: its run never trained; its config is replaced ({', '.join(replaced)})")
+            save_config(cfg, out / "config.yaml")
+        for unit in units:
+            if unit not in pending:
+                log(f"{unit.name}: already trained, kept")
+                continue
+            data = first[1] if first is not None and first[0] == unit.name else load_unit_data(cfg, unit)
+            first = None
+            _train_unit(cfg, out, unit, data, all_inputs[unit.name], dist, distributed, progress, log)
+        if dist.rank == 0:
+            outputs = {u.name: f"units/{u.name}" for u in units}
+            write_manifest(out, stage="train", config=to_dict(cfg), inputs=all_inputs, outputs=outputs)
+    return out
+
+
+def unit_done(out: Path, unit: Unit) -> bool:
+    folder = unit_folder(out, unit)
+    return (folder / SELECTIONS["final"]).is_file() and (folder / "history.json").is_file()
+
+
+def _check_config(out: Path, cfg: RunConfig) -> list[str]:
+    """The keys in which ``out``'s saved config differs from ``cfg``; refused when ``out`` holds weights or
+    checkpoints (a run of another configuration), accepted ([] or the keys) when nothing was trained there."""
     changed = config_changes(out / "config.yaml", cfg)
-    if changed:
+    if changed and any((out / "units").rglob("*.safetensors")):
         raise TrainingError(
             f"{out} holds a run of another configuration (differs in {', '.join(changed)}); "
             "train into a new folder — nothing was overwritten"
         )
+    return changed
+
+
+def _train_unit(cfg, out, unit, data, inputs, dist, distributed, progress, log) -> None:
+    folder = unit_folder(out, unit)
+    train, val = data
+    n_val = 0 if val is None else val.n_images
+    log(
+        f"{unit.name}: {len(train)} training rows ({train.n_images} images), {n_val} validation images, "
+        f"seeds {cfg.seeds}"
+    )
+    t0 = time.perf_counter()
+    res = train_seeds(
+        cfg.train,
+        list(cfg.seeds),
+        train,
+        val,
+        device=cfg.device,
+        engine=cfg.engine,
+        checkpoint_dir=folder / "checkpoint",
+        checkpoint_every=cfg.checkpoint_every,
+        fingerprint=fingerprint(cfg, unit, inputs),
+        select_on=cfg.select_on,
+        progress=progress,
+        distributed=distributed,
+    )
+    seconds = time.perf_counter() - t0
     if dist.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    all_inputs = {}
-    for unit in units_of(cfg):
-        folder = unit_folder(out, unit)
-        inputs = training_inputs(cfg, unit.train_subjects)
-        all_inputs[unit.name] = inputs
-        if (folder / SELECTIONS["final"]).is_file() and (folder / "history.json").is_file():
-            log(f"{unit.name}: already trained, kept")
-            continue
-        train, val = load_unit_data(cfg, unit)
-        n_val = 0 if val is None else val.n_images
-        log(
-            f"{unit.name}: {len(train)} training rows ({train.n_images} images), {n_val} validation images, "
-            f"seeds {cfg.seeds}"
+        model = res.stack.config
+        save_weights(
+            folder / SELECTIONS["final"], res.stack.state_tensors(), cfg.seeds, {"epoch": cfg.train.epochs}, model
         )
-        t0 = time.perf_counter()
-        res = train_seeds(
-            cfg.train,
-            list(cfg.seeds),
-            train,
-            val,
-            device=cfg.device,
-            engine=cfg.engine,
-            checkpoint_dir=folder / "checkpoint",
-            checkpoint_every=cfg.checkpoint_every,
-            fingerprint=fingerprint(cfg, unit, inputs),
-            select_on=cfg.select_on,
-            progress=progress,
-            distributed=distributed,
-        )
-        seconds = time.perf_counter() - t0
-        if dist.rank == 0:
-            model = res.stack.config
+        if res.best is not None:
             save_weights(
-                folder / SELECTIONS["final"], res.stack.state_tensors(), cfg.seeds, {"epoch": cfg.train.epochs}, model
+                folder / SELECTIONS["validation_selected"], res.best, cfg.seeds, {"epoch": res.best_epoch}, model
             )
-            if res.best is not None:
-                save_weights(
-                    folder / SELECTIONS["validation_selected"], res.best, cfg.seeds, {"epoch": res.best_epoch}, model
-                )
-            history = {
-                "seeds": list(cfg.seeds),
-                "epochs": res.history,
-                "best_epoch": res.best_epoch,
-                "select_on": cfg.select_on,
-                "seconds": seconds,
-                "resumed_from": res.resumed_from,
-            }
-            write_json(folder / "history.json", history)
-            chance = (math.log(min(cfg.train.batch_size, len(train))), None if val is None else 1 / val.n_images)
-            plot_curves(res.history, list(cfg.seeds), folder / "curves.png", title=unit.name, chance=chance)
-            log(f"{unit.name}: trained in {seconds:.0f} s -> {folder}")
-        dist.barrier()  # the other ranks wait while rank 0 writes this unit's files
-    if dist.rank == 0:
-        outputs = {u.name: f"units/{u.name}" for u in units_of(cfg)}
-        write_manifest(out, stage="train", config=to_dict(cfg), inputs=all_inputs, outputs=outputs)
-    return out
+        history = {
+            "seeds": list(cfg.seeds),
+            "epochs": res.history,
+            "best_epoch": res.best_epoch,
+            "select_on": cfg.select_on,
+            "seconds": seconds,
+            "resumed_from": res.resumed_from,
+        }
+        chance = (math.log(min(cfg.train.batch_size, len(train))), None if val is None else 1 / val.n_images)
+        plot_curves(res.history, list(cfg.seeds), folder / "curves.png", title=unit.name, chance=chance)
+        write_json(folder / "history.json", history)  # last: with final.safetensors it marks the unit done
+        log(f"{unit.name}: trained in {seconds:.0f} s -> {folder}")
+    dist.barrier()  # the other ranks wait while rank 0 writes this unit's files
 
 
 def training_inputs(cfg: RunConfig, subjects: list[int]) -> dict[str, Any]:
@@ -128,6 +158,8 @@ def load_unit_data(cfg: RunConfig, unit: Unit):
         for s in unit.train_subjects
     }
     split = join_subjects(splits)
+    if not unit.subject_aware:  # LOSO: the shared token learns from every training subject (see runs.Unit)
+        split.subject = np.zeros_like(split.subject)
     check_views(split.views, cfg.train.target)
     if d.val_fraction <= 0:
         return split, None

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..datasets import RetrievalSplit
-from ..io import Eeg2ImageError
+from ..io import Eeg2ImageError, fault_point
 from ..models.dropout import step_key
 from ..models.ranking import cosine_similarity, ranking_metrics
 from ..models.retrieval import SeedStack, build_models, embed_eeg, embed_targets, resolve_engine
@@ -229,6 +229,7 @@ def train_epoch(s: TrainState, epoch: int) -> dict[str, Any]:
         if len(batch[0]) < 2:
             continue
         totals += train_step(s, epoch, b, step, batch)
+        fault_point("train-step")
         counted += 1
     rec: dict[str, Any] = {
         "epoch": epoch + 1,
