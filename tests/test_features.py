@@ -40,11 +40,14 @@ def _sigma_rule_kernel(k: int) -> np.ndarray:
 @pytest.mark.parametrize("k", [3, 9, 21, 63])
 def test_blur_views_use_opencvs_kernels(photos, k):
     import cv2
+    from PIL import Image
 
     view = GaussianBlur(kernel=k)
-    src = view.__class__(kernel=1)(photos[0])  # the 224 px image every view starts from
-    assert src.shape == (224, 224, 3)
-    np.testing.assert_array_equal(GaussianBlur(kernel=1)(photos[0]), src)  # k=1 is the identity
+    # the 224 px image every view starts from, made here independently of the views (PIL bicubic)
+    src = np.asarray(Image.fromarray(photos[0]).resize((224, 224), Image.Resampling.BICUBIC))
+    assert photos[0].shape[:2] != (224, 224)
+    np.testing.assert_array_equal(GaussianBlur(kernel=1)(photos[0]), src)  # k=1 is the identity on it
+    assert not np.array_equal(GaussianBlur(kernel=3)(photos[0]), src)
     kern = cv2.getGaussianKernel(k, 0).ravel()
     if k > 9:  # beyond OpenCV's fixed small-kernel tables, the Gaussian with sigma 0.3*((k-1)/2 - 1) + 0.8
         np.testing.assert_allclose(kern, _sigma_rule_kernel(k), atol=1e-9)

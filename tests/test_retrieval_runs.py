@@ -135,9 +135,30 @@ def test_run_folder_outputs_resume_and_refusals(learnable, tmp_path):
 
     # a second train call with the same config finds the run done; another config is refused, nothing touched
     before = (run / "units/sub-01/final.safetensors").read_bytes()
+    stamp = (run / "units/sub-01/final.safetensors").stat().st_mtime_ns
+    res = CliRunner().invoke(app, [*args[:-1], "train.target.adapter=false"])  # the same config, asked again
+    assert res.exit_code == 0 and "sub-01: already trained, kept" in res.output, res.output
+    assert (run / "units/sub-01/final.safetensors").stat().st_mtime_ns == stamp  # not even rewritten
     res = CliRunner().invoke(app, [*args[:-1], "train.target.adapter=true"])
     assert res.exit_code != 0 and "another configuration" in str(res.exception)
     assert (run / "units/sub-01/final.safetensors").read_bytes() == before
+
+
+def test_a_failed_first_train_leaves_nothing_and_the_corrected_retry_runs(learnable, tmp_path):
+    """A first attempt that fails on its inputs writes nothing (no config.yaml to refuse the retry with); a folder
+    whose run never trained (a config.yaml left by an older version) takes the corrected config."""
+    run = tmp_path / "run"
+    bad = config_for(learnable, **{"train.eeg_encoder": "linear", "train.epochs": 1, "data.image_encoder": "nope"})
+    with pytest.raises(MissingDataError, match=r"original__nope.json: no training embeddings"):
+        train_run(bad, run, progress=False, log=quiet)
+    assert not run.exists()
+    run.mkdir()
+    (run / "config.yaml").write_text("seeds: [7]\n")  # what a failed first attempt used to leave
+    lines = []
+    good = config_for(learnable, **{"train.eeg_encoder": "linear", "train.epochs": 1})
+    train_run(good, run, progress=False, log=lines.append)
+    assert (run / "units/sub-01/final.safetensors").is_file()
+    assert any("its run never trained; its config is replaced (" in ln and "seeds" in ln for ln in lines), lines
 
 
 def test_test_partition_never_reaches_training_or_selection(learnable, tmp_path):
@@ -327,8 +348,11 @@ def test_mismatched_inputs_are_named(learnable, tmp_path):
     fake_view("reversed", man["images"][::-1], slice(None, None, -1))
     fake_view("fewer", man["images"][:-3], slice(0, -3))
     pre = learnable / "pre/sub-01"
-    with pytest.raises(DataFormatError, match="'reversed'.*list other images than 'original'"):
+    with pytest.raises(DataFormatError, match=r"reversed__sim-features.json: key 'images' is not in the image set's"):
         load_pairs(pre, store, "training", ["original", "reversed"], "sim-features")
+    fake_view("other", [m.replace(".jpg", "x.jpg") for m in man["images"]], slice(None))  # sorted, other names
+    with pytest.raises(DataFormatError, match="'other'.*list other images than 'original'"):
+        load_pairs(pre, store, "training", ["original", "other"], "sim-features")
     with pytest.raises(DataFormatError, match=r"\d+ training EEG rows but \d+ embedded images"):
         load_pairs(pre, store, "training", ["fewer"], "sim-features")
 
@@ -369,3 +393,56 @@ def test_a_trained_model_is_rebuilt_from_its_weights_file_without_training_code(
     stack, _ = load_stack(weights)
     saved, _ = load_weights(weights)
     assert all(torch.equal(stack.state_tensors()[k], v) for k, v in saved.items())
+
+
+@pytest.fixture(scope="module")
+def two_subjects(tmp_path_factory):
+    """Two simulated subjects who saw the same images (tiny), preprocessed like the authors, oracle targets."""
+    root = tmp_path_factory.mktemp("two")
+    cfg = simulation_config("tiny", seed=11, subjects=[1, 2], write_preprocessed=False, specific_uv=12.0)
+    simulate_dataset(root / "ds", cfg, progress=False)
+    for s in (1, 2):
+        preprocess_subject(root / "ds", root / "pre", s, preset_config("authors"), progress=False)
+    embed_simulation_features(root / "ds", root / "store")
+    return root
+
+
+@pytest.mark.parametrize("mode", ["joint", "loso"])
+def test_joint_and_loso_runs_train_and_evaluate_every_subject(two_subjects, tmp_path, mode):
+    over = {"data.subjects": [1, 2], "data.mode": mode, "train.eeg_encoder": "atms", "train.epochs": 2}
+    train_run(config_for(two_subjects, **over, **{"train.batch_size": 16}), tmp_path / "run", progress=False, log=quiet)
+    units = sorted(p.name for p in (tmp_path / "run/units").iterdir())
+    assert units == (["joint"] if mode == "joint" else ["loso-sub-01", "loso-sub-02"])
+    m = evaluate_run(tmp_path / "run", log=quiet)["final"]
+    m = {k: v for k, v in m.items() if k.startswith("sub-")}
+    assert sorted(m) == ["sub-01", "sub-02"]
+    want = (
+        {"sub-01": "joint", "sub-02": "joint"}
+        if mode == "joint"
+        else {"sub-01": "loso-sub-01", "sub-02": "loso-sub-02"}
+    )
+    assert {k: v["unit"] for k, v in m.items()} == want
+    for v in m.values():
+        assert 0 <= v["aggregate"]["top1"]["mean"] <= 1 and v["n_images"] == 8
+
+
+def test_loso_trains_the_shared_subject_token_it_tests_with(two_subjects, tmp_path):
+    """Leave-one-subject-out with a subject-token encoder: every training row goes through the shared token (row
+    0), so the token the held-out subject is scored with is trained; the per-subject tokens stay as initialised
+    (weight decay 0 here, so an untouched row stays bit-identical)."""
+    from eeg2image.models.retrieval import SeedStack, build_models, load_stack
+    from eeg2image.runs import units_of
+    from eeg2image.training.run import load_unit_data
+
+    over = {"data.subjects": [1, 2], "data.mode": "loso", "train.eeg_encoder": "atms", "train.epochs": 2}
+    cfg = config_for(two_subjects, **over, **{"train.weight_decay": 0.0, "train.batch_size": 16})
+    unit = units_of(cfg)[0]
+    train, _ = load_unit_data(cfg, unit)
+    assert unit.train_subjects == [2] and set(train.subject.tolist()) == {0}
+    train_run(cfg, tmp_path / "run", progress=False, log=quiet)
+    stack, _ = load_stack(tmp_path / "run/units/loso-sub-01/final.safetensors")
+    (key,) = [k for k in stack.state_tensors() if k.endswith("subject_tokens.weight")]
+    trained = stack.state_tensors()[key][0]
+    init = SeedStack(build_models(stack.config, list(cfg.seeds)), "loop").state_tensors()[key][0]  # seeded init
+    assert not torch.equal(trained[0], init[0])  # the shared token learned
+    assert torch.equal(trained[1:], init[1:])  # no subject's own token was used

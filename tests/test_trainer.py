@@ -65,10 +65,21 @@ def test_stacked_seeds_equal_separate_runs(encoder):
         torch.set_default_dtype(torch.float32)
 
 
-def _stacked_vs_alone(encoder):
+@pytest.mark.parametrize("encoder", ["ved", "atms"])
+def test_stacked_seeds_equal_separate_runs_in_the_loop_engine(encoder):
+    """The CPU default: seeds stacked in one SeedStack but run one after another (loop engine) = each seed alone;
+    catches a loop that hands one seed's dropout keys, generator or batch order to another."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        _stacked_vs_alone(encoder, engine="loop")
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def _stacked_vs_alone(encoder, engine="vmap"):
     split = random_split()
     cfg = TrainConfig(eeg_encoder=encoder, epochs=2, batch_size=32, lr=1e-3, reps_per_sample=2)
-    stacked = train_seeds(cfg, [0, 1, 2], split, device="cpu", engine="vmap")
+    stacked = train_seeds(cfg, [0, 1, 2], split, device="cpu", engine=engine)
     alone = train_seeds(cfg, [1], split, device="cpu", engine="loop")
     loss_stacked = np.array([h["loss"][1] for h in stacked.history])
     loss_alone = np.array([h["loss"][0] for h in alone.history])

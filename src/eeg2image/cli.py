@@ -117,6 +117,7 @@ def embed(
     batch_size: Annotated[int | None, typer.Option(help="Images per batch (default: the encoder's).")] = None,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Embed the stimulus images (each view x encoder) and texts once into a cached, resumable store."""
     import json
@@ -135,12 +136,21 @@ def embed(
     if views:
         enc = build_image_encoder(encoder, weights=weights, device=device)
         results += embed_images(
-            root, store, parse_views(views), enc, partitions=parts, batch_size=batch_size, workers=workers
+            root,
+            store,
+            parse_views(views),
+            enc,
+            partitions=parts,
+            batch_size=batch_size,
+            workers=workers,
+            progress=not quiet,
         )
     if text_encoder:
         caps = json.loads(captions.read_text()) if captions else None
         tenc = build_text_encoder(text_encoder, device=device)
-        results += embed_texts(root, store, tenc, template=template, captions=caps, partitions=parts)
+        results += embed_texts(
+            root, store, tenc, template=template, captions=caps, partitions=parts, progress=not quiet
+        )
     for r in results:
         typer.echo(f"{r.partition:<9} {r.view:<26} {r.encoder:<36} {r.status:<10} {r.n_images} images")
 
@@ -260,7 +270,7 @@ def info(
     root: Annotated[Path, typer.Argument(help="Dataset root or eeg2image output folder.")],
     deep: Annotated[bool, typer.Option(help="Open every EEG file (slow on real data).")] = False,
 ) -> None:
-    """What a dataset folder holds, with shapes, and what is missing or wrong (exit status 1 when a file is wrong)."""
+    """What a dataset folder holds, with shapes, and what is missing or wrong (exit status 2 when a file is wrong)."""
     from .data.inspect import format_findings, inspect_dataset
     from .io import MissingDataError
 
@@ -268,8 +278,10 @@ def info(
         raise MissingDataError(f"{root}: no such folder; expected a THINGS-EEG2 root or an eeg2image output folder")
     findings = inspect_dataset(root, deep=deep)
     typer.echo(format_findings(findings))
-    if any(f.status == "error" for f in findings):
-        raise typer.Exit(1)
+    errors = [f for f in findings if f.status == "error"]
+    if errors:  # a file that is there but wrong: bad input, as every other command reports it
+        more = f" (and {len(errors) - 1} more ERROR row(s) above)" if len(errors) > 1 else ""
+        _fail(f"{errors[0].detail}{more}")
 
 
 @app.command()

@@ -135,6 +135,13 @@ def load_pairs(
     tables, rel = {}, None
     for name, (view, enc) in view_table_names(views, image_encoder, evnet_encoder).items():
         table = st.load(partition, view, enc)
+        canonical = sorted(table.rel_paths, key=lambda r: r.split("/"))
+        if table.rel_paths != canonical:
+            first = next(i for i, (a, b) in enumerate(zip(table.rel_paths, canonical, strict=True)) if a != b)
+            raise DataFormatError(
+                f"{st.paths(partition, view, enc)[1]}: key 'images' is not in the image set's sorted order (first at "
+                f"row {first}: {table.rel_paths[first]!r}); EEG row i is image i of that order: re-embed"
+            )
         if rel is None:
             rel = table.rel_paths
         elif table.rel_paths != rel:

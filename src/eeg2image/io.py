@@ -178,6 +178,8 @@ def load_pickled(path: str | Path) -> Any:
     A plain numeric ``.npy`` (no pickle inside) is returned memory-mapped.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(f"{path}: a folder where a file belongs; expected a .npy file or a pickle.")
     if not path.is_file():
         raise MissingDataError(f"{path}: no such file.")
     with open(path, "rb") as f:

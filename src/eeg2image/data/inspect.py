@@ -57,19 +57,25 @@ def inspect_dataset(root: str | Path, deep: bool = False) -> list[Finding]:
     # image set
     try:
         images = ImageSet.discover(root)
-        for p in PARTITIONS:
+    except Eeg2ImageError as exc:
+        images = None
+        out.append(Finding("images", "image set", "missing", str(exc)))
+    try:
+        for p in PARTITIONS if images is not None else ():
             files = images.files(p)
             n_concepts = len({f.parent.name for f in files})
             out.append(Finding("images", f"{p}_images", "ok", f"{len(files)} images, {n_concepts} concepts"))
             if deep:
                 images.verify_images(p)
-        if images.metadata_path is None:
+        if images is None:
+            pass
+        elif images.metadata_path is None:
             out.append(Finding("images", "image_metadata.npy", "missing", "order is taken from sorted folders"))
         else:
             images.check_metadata()
             out.append(Finding("images", "image_metadata.npy", "ok", "matches the sorted folders"))
-    except Eeg2ImageError as exc:
-        out.append(Finding("images", "image set", "error" if "unreadable" in str(exc) else "missing", str(exc)))
+    except Eeg2ImageError as exc:  # the set is there but wrong: an image missing, unreadable or out of order
+        out.append(Finding("images", "image set", "error", str(exc)))
 
     # raw data
     raw = next((c for c in (root / "raw_data", root / "Raw_data") if c.is_dir()), None)

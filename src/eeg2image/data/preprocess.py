@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ..config import stage_config, to_dict
 from ..io import (
     DataFormatError,
+    Eeg2ImageError,
     MissingDataError,
     atomic_dir,
     atomic_path,
@@ -369,7 +370,7 @@ def _process_session(
 
 
 def _merge_partition(
-    p: Partition, records: list[dict], work: Path, cfg: PreprocessConfig, dest: Path
+    p: Partition, records: list[dict], work: Path, cfg: PreprocessConfig, dest: Path, where: Path
 ) -> tuple[tuple[int, ...], str]:
     """Merge the sessions of one partition into ``dest/<p>_eeg.npy`` (rows = ids 1..N)."""
     all_ids = sorted({i for r in records for i in r["ids"][p]})
@@ -377,7 +378,8 @@ def _merge_partition(
     if all_ids != list(range(1, n_ids + 1)):
         gaps = sorted(set(range(1, max(all_ids) + 1)) - set(all_ids))[:10]
         raise DataFormatError(
-            f"{p} image ids over sessions {[r['session'] for r in records]} are not 1..{max(all_ids)} "
+            f"{where}: the {p} image ids of the 'stim' rows over sessions {[r['session'] for r in records]} are not "
+            f"1..{max(all_ids)} "
             f"(missing {gaps}); every image must appear in some session."
         )
     per_id_sessions: dict[int, list[int]] = {}
@@ -389,7 +391,7 @@ def _merge_partition(
         counts = {i: len(v) for i, v in per_id_sessions.items()}
         bad = [i for i, c in counts.items() if c != max(n_sessions_each)][:10]
         raise DataFormatError(
-            f"{p} images appear in different numbers of sessions ({sorted(n_sessions_each)}), e.g. ids {bad}; "
+            f"{where}: {p} images appear in different numbers of sessions ({sorted(n_sessions_each)}), e.g. ids {bad}; "
             "the merge needs every image in the same number of the selected sessions (training: 2 of 4)."
         )
     reps_per_session = cfg.reps_training if p == "training" else cfg.reps_test
@@ -436,16 +438,28 @@ def preprocess_subject(
     final = out_root / sub
     if not force and _is_current(final, raw_root, subject, cfg):
         return final
+    for s in cfg.sessions:  # every input is there before anything is written
+        for p in PARTITIONS:
+            find_raw_file(raw_root, subject, s, p)
     work = out_root / f".work-{sub}"
+    made = [d for d in (out_root, work) if not d.exists()]
     work.mkdir(parents=True, exist_ok=True)
     records = []
-    for s in tqdm(cfg.sessions, desc=f"{sub} sessions", disable=not progress):
-        records.append(_process_session(raw_root, subject, s, cfg, work, progress))
+    try:
+        for s in tqdm(cfg.sessions, desc=f"{sub} sessions", disable=not progress):
+            records.append(_process_session(raw_root, subject, s, cfg, work, progress))
+    except Eeg2ImageError:
+        if not any(work.glob("ses-*.json")):  # refused before any session was kept: leave no trace
+            for d in reversed(made):
+                shutil.rmtree(d) if d == work else d.rmdir()
+        raise
+    _check_distinct_sessions(records)
     times = np.asarray(records[0]["times"])
     with atomic_dir(final) as tmp:
         outputs = {}
         for p in PARTITIONS:
-            shape, name = _merge_partition(p, records, work, cfg, tmp)
+            where = find_raw_file(raw_root, subject, cfg.sessions[0], p).parents[1]
+            shape, name = _merge_partition(p, records, work, cfg, tmp, where)
             outputs[p] = {"file": name, "sessions_file": OUR_FILES[p][1], "shape": list(shape), "dtype": cfg.dtype}
         write_manifest(
             tmp,
@@ -464,6 +478,19 @@ def preprocess_subject(
         )
     shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def _check_distinct_sessions(records: list[dict]) -> None:
+    """Two sessions' raw files with the same bytes are one recording copied twice (a download or unpacking slip)."""
+    seen: dict[str, str] = {}
+    for r in records:
+        for rec in r["inputs"].values():
+            other = seen.setdefault(rec["sha256"], rec["path"])
+            if other != rec["path"]:
+                raise DataFormatError(
+                    f"{rec['path']}: the same bytes as {other}; every session must be its own recording "
+                    "(copy the right file from the download)"
+                )
 
 
 def result_config_of(config: dict) -> dict:

@@ -302,6 +302,8 @@ def find_raw_file(root: str | Path, subject: int, session: int, partition: Parti
             tried.append(p)
             if p.is_file():
                 return p
+            if p.is_dir():
+                raise DataFormatError(f"{p}: a folder where the raw session file belongs; expected a .npy file.")
     if not (base / sub).is_dir():
         have = sorted(p.name for p in base.glob("sub-*"))
         raise MissingDataError(f"{base}: subject folder {sub} not found (have: {', '.join(have) or 'none'}).")

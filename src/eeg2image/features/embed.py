@@ -100,16 +100,16 @@ def _embed_images(images, store, views, encoder, partitions, batch_size, workers
             num_workers=workers,
             collate_fn=_collate,
         )
-        bar = tqdm(total=len(rel) * len(pending), desc=f"embed {p} ({encoder.name})", disable=not progress, unit="img")
-        bar.update((len(rel) - sum(len(i) for _, i in todo)) * len(pending))
-        for (start, idx), batch in zip(todo, loader, strict=True):
-            for v in pending:
-                w = writers[v.name]
-                if not w.has(start):
-                    w.write(start, encoder.encode([item[v.name] for item in batch]))
-                    fault_point("embed-batch")
-                bar.update(len(idx))
-        bar.close()
+        desc = f"embed {p} ({encoder.name})"
+        with tqdm(total=len(rel) * len(pending), desc=desc, disable=not progress, unit="img") as bar:
+            bar.update((len(rel) - sum(len(i) for _, i in todo)) * len(pending))
+            for (start, idx), batch in zip(todo, loader, strict=True):
+                for v in pending:
+                    w = writers[v.name]
+                    if not w.has(start):
+                        w.write(start, encoder.encode([item[v.name] for item in batch]))
+                        fault_point("embed-batch")
+                    bar.update(len(idx))
         for v in pending:
             status = writers[v.name].finish()
             results.append(EmbedResult(p, v.name, encoder.name, status, len(rel), encoder.dim))
@@ -168,7 +168,9 @@ def _embed_texts(images, store, encoder, template, captions, partitions, progres
         def batch(idx: list[int], texts: list[str] = texts) -> np.ndarray:
             return encoder.encode([texts[i] for i in idx])
 
-        status = store.compute(p, view, encoder.name, ident, rel, batch, encoder.batch_size, progress=bar.update)
-        bar.close()
+        try:
+            status = store.compute(p, view, encoder.name, ident, rel, batch, encoder.batch_size, progress=bar.update)
+        finally:
+            bar.close()
         results.append(EmbedResult(p, view, encoder.name, status, len(rel), encoder.dim))
     return results

@@ -107,7 +107,9 @@ class EmbeddingStore:
         try:
             return load_file(str(path))[EMBEDDING_KEY]
         except (SafetensorError, OSError, KeyError, ValueError) as exc:
-            raise DataFormatError(f"{path}: unreadable embedding file ({exc}); it will be recomputed.") from exc
+            raise DataFormatError(
+                f"{path}: unreadable embedding file ({exc}); rerun `eeg2image embed` (it recomputes the table)."
+            ) from exc
 
     def load(self, partition: str, view: str, encoder: str, identity: dict | None = None) -> EmbeddingTable:
         data, meta, _ = self.paths(partition, view, encoder)
@@ -187,8 +189,13 @@ class TableWriter:
                 self.resumed = any(self.partial.glob("*.npy"))
             else:
                 shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True, exist_ok=True)
-        write_json(part_meta, {"key": self.key})
+
+    def _open_partial(self) -> None:
+        """The resume folder, made when the first batch is written (a refused run leaves nothing behind)."""
+        part_meta = self.partial / "key.json"
+        if not part_meta.is_file():
+            self.partial.mkdir(parents=True, exist_ok=True)
+            write_json(part_meta, {"key": self.key})
 
     def batches(self):
         n = len(self.rel_paths)
@@ -215,6 +222,7 @@ class TableWriter:
             raise DataFormatError(f"encoder returned shape {emb.shape} for a batch of {want} images")
         if not np.isfinite(emb).all():
             raise DataFormatError(f"encoder {self.encoder!r} produced NaN/Inf for images {start}..{start + want - 1}")
+        self._open_partial()
         with atomic_path(self._chunk(start)) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, emb)
