@@ -41,3 +41,13 @@ def dataset_copy(tiny_dataset, tmp_path) -> Path:
     dst = tmp_path / "copy"
     shutil.copytree(tiny_dataset, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_oracle_store(tiny_dataset, tmp_path_factory) -> Path:
+    """The tiny dataset's generating features as an embedding store (encoder ``sim-features``)."""
+    from eeg2image.features.oracle import embed_simulation_features
+
+    store = tmp_path_factory.mktemp("oracle") / "store"
+    embed_simulation_features(tiny_dataset, store)
+    return store

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from badinput import assert_refused, fingerprint, mirror, run_cli, unlink_for_writing
 
-from eeg2image.features.oracle import embed_simulation_features
 from eeg2image.io import load_pickled
 from eeg2image.runs import run_config
 from eeg2image.training.run import train_run
@@ -32,10 +31,10 @@ def quiet(*_a, **_k):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_dataset, tiny_nice, tmp_path_factory) -> Path:
+def trained(tiny_dataset, tiny_nice, tiny_oracle_store, tmp_path_factory) -> Path:
     """An embedding store (oracle features) and a trained run (linear encoder, 2 epochs) of the tiny dataset."""
     root = tmp_path_factory.mktemp("trained")
-    embed_simulation_features(tiny_dataset, root / "store")
+    shutil.copytree(tiny_oracle_store, root / "store")
     over = {
         "data.preprocessed": str(tiny_nice.parent),
         "data.store": str(root / "store"),
