@@ -548,6 +548,7 @@ RUN_CASES = {
     ),
     "run config not YAML": (_run_config_yaml("data: [unclosed\n"), r"config.yaml: not valid YAML"),
     "not a run folder": (lambda c: ["evaluate", c.ds()], r"ds/config.yaml: missing; is .*ds a run folder"),
+    "no folder at all": (lambda c: ["evaluate", c.tmp / "nowhere"], r"nowhere/config.yaml: missing; is .*a run folder"),
 }
 
 

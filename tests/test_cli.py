@@ -107,3 +107,26 @@ def test_presets_are_yaml_files_listed_with_their_descriptions():
         assert (resources.files("eeg2image") / "configs" / stage / f"{name}.yaml").is_file()
         build[stage](name)  # every preset builds its stage's config
     assert run_config("reference").seeds == list(range(21, 31)) and run_config("demo").train.epochs == 20
+
+
+def test_the_readmes_sweep_example_plans_subject_ranges(monkeypatch, capsys, tmp_path):
+    """``eeg2image sweep OUT --config a.yaml --subjects 1-10 --seeds 0-9`` (the README's line) used to crash on
+    the subject range."""
+    (tmp_path / "a.yaml").write_text("train:\n  epochs: 5\n")
+    code, err = _main(
+        monkeypatch,
+        capsys,
+        "sweep",
+        str(tmp_path / "sw"),
+        "--config",
+        str(tmp_path / "a.yaml"),
+        "--subjects",
+        "1-10",
+        "--seeds",
+        "0-9",
+    )
+    assert code == 0, err
+    jobs = (tmp_path / "sw/jobs.txt").read_text().splitlines()
+    jobs = [j for j in jobs if j.strip() and not j.startswith("#")]
+    assert len(jobs) == 10 and all("--seeds 0,1,2,3,4,5,6,7,8,9" in j for j in jobs), jobs[:2]
+    assert [int(j.split("--subjects ")[1].split()[0]) for j in jobs] == list(range(1, 11))

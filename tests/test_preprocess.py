@@ -187,7 +187,8 @@ def test_a_changed_config_recomputes_instead_of_reusing(tiny_dataset, tmp_path):
 
 def test_incomplete_design_is_a_clear_error(tiny_dataset, tmp_path):
     with pytest.raises(
-        DataFormatError, match=r"raw_data/sub-01: the training image ids .* over sessions \[1\] are not 1\.\.|different numbers"
+        DataFormatError,
+        match=r"raw_data/sub-01: the training image ids .* over sessions \[1\] are not 1\.\.|different numbers",
     ):
         preprocess_subject(tiny_dataset, tmp_path, 1, PreprocessConfig(sessions=[1]), progress=False)
 
