@@ -230,6 +230,23 @@ def test_a_second_embed_on_one_store_is_refused_while_the_first_writes(tiny_data
     assert digest(store, "*.safetensors") == digest(embedded, "*.safetensors")
 
 
+def test_a_second_preprocess_of_one_subject_is_refused_while_the_first_runs(tiny_dataset, tiny_nice, tmp_path, capsys):
+    out = tmp_path / "out"
+    first = eeg2image("preprocess", tiny_dataset, out, "--quiet", fault="preprocess-session:1:stop", wait=False)
+    try:
+        stopped(first)
+        code, _, err = run_cli(capsys, "preprocess", tiny_dataset, out, "--quiet")
+        assert code == 2, err
+        assert (
+            f"{out / 'sub-01'}: in use by another eeg2image process (held by pid {first.pid}: eeg2image preprocess"
+            in err
+        )
+    finally:
+        code, _, err = resume(first)
+    assert code == 0, err
+    assert (out / "sub-01/training_eeg.npy").read_bytes() == (tiny_nice / "training_eeg.npy").read_bytes()
+
+
 def test_a_killed_holder_leaves_no_lock_behind(tiny_dataset, tmp_path):
     """The lock is the kernel's (flock): a process killed while holding it releases it."""
     store = tmp_path / "store"

@@ -414,18 +414,20 @@ LOCK_NAME = ".eeg2image.lock"
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+def folder_lock(folder: str | Path, what: str, part: str = "") -> Iterator[None]:
     """Hold ``folder``'s lock while ``what`` (``train``, ``embed``, ``evaluate``) works in it; a second eeg2image
     process that asks for it is refused at once with a :class:`BusyError` naming the folder and its holder.
 
     An OS-level lock (``filelock``): the kernel releases it when the holder dies, even by ``kill -9``, so a
-    killed run never leaves a folder locked."""
+    killed run never leaves a folder locked. ``part`` locks one part of a shared folder (``preprocess`` locks one
+    subject of its output folder, so subjects can run side by side)."""
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / LOCK_NAME, timeout=0, is_singleton=False)
-    info = folder / (LOCK_NAME + ".json")
+    name = f"{LOCK_NAME}-{part}" if part else LOCK_NAME
+    lock = FileLock(folder / name, timeout=0, is_singleton=False)
+    info = folder / (name + ".json")
     try:
         lock.acquire()
     except Timeout:
@@ -434,8 +436,8 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
             h = json.loads(info.read_text())
             holder = f" (held by pid {h['pid']}: eeg2image {h['what']}, since {h['since']})"
         raise BusyError(
-            f"{folder}: in use by another eeg2image process{holder}; {what} waits for nothing and changed nothing: "
-            "run it again when that process has finished"
+            f"{folder / part if part else folder}: in use by another eeg2image process{holder}; {what} waits for "
+            "nothing and changed nothing: run it again when that process has finished"
         ) from None
     try:
         write_json(info, {"pid": os.getpid(), "what": what, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})

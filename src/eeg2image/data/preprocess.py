@@ -35,6 +35,7 @@ from ..io import (
     check_option,
     fault_point,
     file_sha256,
+    folder_lock,
     json_sha256,
     read_json,
     write_json,
@@ -435,23 +436,29 @@ def preprocess_subject(
     cfg = cfg or PreprocessConfig()
     raw_root, out_root = Path(raw_root), Path(out_root)
     sub = subject_dirname(subject)
-    final = out_root / sub
-    if not force and _is_current(final, raw_root, subject, cfg):
-        return final
     for s in cfg.sessions:  # every input is there before anything is written
         for p in PARTITIONS:
             find_raw_file(raw_root, subject, s, p)
+    with folder_lock(out_root, "preprocess", part=sub):  # one process per subject and output folder
+        return _preprocess_locked(raw_root, out_root, subject, sub, cfg, progress, force)
+
+
+def _preprocess_locked(
+    raw_root: Path, out_root: Path, subject: int, sub: str, cfg: PreprocessConfig, progress: bool, force: bool
+) -> Path:
+    final = out_root / sub
+    if not force and _is_current(final, raw_root, subject, cfg):
+        return final
     work = out_root / f".work-{sub}"
-    made = [d for d in (out_root, work) if not d.exists()]
+    made_work = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
     records = []
     try:
         for s in tqdm(cfg.sessions, desc=f"{sub} sessions", disable=not progress):
             records.append(_process_session(raw_root, subject, s, cfg, work, progress))
     except Eeg2ImageError:
-        if not any(work.glob("ses-*.json")):  # refused before any session was kept: leave no trace
-            for d in reversed(made):
-                shutil.rmtree(d) if d == work else d.rmdir()
+        if made_work and not any(work.glob("ses-*.json")):  # refused before any session was kept: no trace
+            shutil.rmtree(work)
         raise
     _check_distinct_sessions(records)
     times = np.asarray(records[0]["times"])
