@@ -81,6 +81,7 @@ def test_preprocess_killed_then_rerun_gives_identical_arrays(tiny_dataset, tiny_
     for name in ("training_eeg.npy", "test_eeg.npy", "training_sessions.npy", "test_sessions.npy"):
         assert (tmp_path / "out/sub-01" / name).read_bytes() == (tiny_nice / name).read_bytes(), name
     assert not (tmp_path / "out/.work-sub-01").exists()
+    assert not list((tmp_path / "out").glob(".sub-01.tmp-*"))  # what the killed process left is swept
 
 
 EMBED = ("--encoder", "effnet-lite0", "--partitions", "training", "--batch-size", "16", "--quiet")

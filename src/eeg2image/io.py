@@ -226,7 +226,22 @@ def _open_plain_npy(path: Path) -> np.ndarray:
 
 
 def _tmp_sibling(final: Path) -> Path:
+    _sweep_stale(final)
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+
+
+def _sweep_stale(final: Path) -> None:
+    """Remove the temporary siblings of ``final`` that a killed process left (its pid no longer runs)."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        except PermissionError:  # a live process of another user
+            continue
 
 
 @contextlib.contextmanager
