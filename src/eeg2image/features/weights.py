@@ -91,3 +91,23 @@ def file_fingerprint(path: Path, head: int = 1 << 20) -> str:
             f.seek(max(head, size - head))
             h.update(f.read(head))
     return h.hexdigest()
+
+
+def resolve_torch_hub_file(url: str, explicit: str | Path | None = None) -> Path:
+    """A torchvision / torch.hub checkpoint: ``explicit`` if given, else ``<torch hub dir>/checkpoints/<file name
+    of url>`` (where ``torchvision`` itself caches it); never downloaded."""
+    import torch
+
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise MissingWeightsError(f"{p}: weights file not found.")
+        return p
+    name = url.rsplit("/", 1)[-1]
+    p = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if p.is_file():
+        return p
+    raise MissingWeightsError(
+        f"{p}: not on this machine. On a machine with internet access download {url} and copy it there "
+        "(or set TORCH_HOME, or pass the file explicitly)."
+    )

