@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.embed_speed
 	$(BIN)/python -m benchmarks.train_speed
+	$(BIN)/python -m benchmarks.generate_speed
 
 # The reference system's table on real THINGS-EEG2: make reference THINGS=/data/things-eeg2 SUBJECT=1
 # (needs RN50/openai OpenCLIP weights in the Hugging Face cache or WEIGHTS=/path/to/RN50.pt; a GPU).
