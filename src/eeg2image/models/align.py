@@ -1,0 +1,125 @@
+"""STH-Align: from the frozen EEG embeddings of the brain side to the generator's embedding space.
+
+CognitionCapturerPro (Zhang et al., CVPR 2026, arXiv 2603.12722; XiaoZhangYES/CognitionCapturerPro
+``align/``, ``--model_type simple``): the EEG embeddings of the image, depth, edge and fusion experts (4 x 1024,
+fixed order) are concatenated into a shared trunk, Linear(4096, 1024) + LayerNorm + SiLU + Dropout(0.1), then
+four blocks of Linear + LayerNorm + SiLU + Dropout; one head per target, Linear + LayerNorm + SiLU + Linear to
+the target's dimension (1024: the IP-Adapter's OpenCLIP ViT-H-14 ``image_embeds`` of the image, its edge map and
+its depth map). Loss per head: MSE + 0.5 (1 - cos) + 1e-4 mean(u^2), summed over heads.
+
+Where we differ from the released code (docs/reconstruction.md): the outputs are not L2-normalised (the
+targets are raw ``image_embeds``, and the adapter's projection is Linear then LayerNorm, so the norm trades the
+content against the projection's bias); there is no identity "fusion" head (its target was the input itself);
+modality masking of the inputs is an option (``mask_prob``), off by default as released.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..io import check_range
+
+__all__ = ["ALIGN_INPUTS", "ALIGN_TARGETS", "AlignConfig", "STHAlign", "align_loss"]
+
+#: The brain side's embeddings the aligner reads, in this order.
+ALIGN_INPUTS = ("image", "depth", "edge", "fusion")
+#: The generator-side targets it predicts (IP-Adapter ``image_embeds`` of these views of the stimulus).
+ALIGN_TARGETS = ("image", "edge", "depth")
+
+
+@dataclass
+class AlignConfig:
+    """The aligner and how it is trained (CognitionCapturerPro's ``simple`` model and schedule)."""
+
+    inputs: list[str] = field(default_factory=lambda: list(ALIGN_INPUTS))
+    targets: list[str] = field(default_factory=lambda: list(ALIGN_TARGETS))
+    hidden: int = 1024
+    blocks: int = 4
+    dropout: float = 0.1
+    mask_prob: float = 0.0  # chance that each input modality is zeroed in a training step (paper: on; code: off)
+    mse: float = 1.0
+    cosine: float = 0.5
+    magnitude: float = 1e-4  # weight of mean(u^2), the outputs' magnitude
+    lr: float = 3e-4
+    max_lr_factor: float = 8.0  # OneCycle: max_lr = 8 x lr, pct_start 0.15, div 10, final div 1e4
+    weight_decay: float = 0.01
+    epochs: int = 100
+    batch_size: int = 1024
+    clip: float = 1.0
+    val_fraction: float = 0.1  # concept-disjoint share of the training images that selects the epoch
+    val_seed: int = 0
+    output_scale: str = "raw"  # raw | target_norm: rescale each output to the training targets' mean norm
+
+    def __post_init__(self) -> None:
+        check_range("align.hidden", self.hidden, 1)
+        check_range("align.blocks", self.blocks, 0)
+        check_range("align.dropout", self.dropout, 0, 1, high_open=True)
+        check_range("align.mask_prob", self.mask_prob, 0, 1, high_open=True)
+        check_range("align.lr", self.lr, 0, low_open=True)
+        check_range("align.epochs", self.epochs, 1)
+        check_range("align.batch_size", self.batch_size, 2)
+        check_range("align.val_fraction", self.val_fraction, 0, 1, high_open=True)
+        if self.output_scale not in ("raw", "target_norm"):
+            raise ValueError(f"align.output_scale must be raw or target_norm, got {self.output_scale!r}")
+        if not self.inputs or not self.targets:
+            raise ValueError("align.inputs and align.targets must not be empty")
+
+
+def _block(i: int, o: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, o), nn.LayerNorm(o), nn.SiLU(), nn.Dropout(dropout))
+
+
+class STHAlign(nn.Module):
+    """(B, len(inputs), in_dim) EEG embeddings -> {target: (B, out_dim)}."""
+
+    def __init__(self, cfg: AlignConfig, in_dim: int = 1024, out_dim: int = 1024):
+        super().__init__()
+        self.config, self.in_dim, self.out_dim = cfg, in_dim, out_dim
+        trunk = [_block(len(cfg.inputs) * in_dim, cfg.hidden, cfg.dropout)]
+        trunk += [_block(cfg.hidden, cfg.hidden, cfg.dropout) for _ in range(cfg.blocks)]
+        self.trunk = nn.Sequential(*trunk)
+        self.heads = nn.ModuleDict(
+            {
+                t: nn.Sequential(
+                    nn.Linear(cfg.hidden, cfg.hidden),
+                    nn.LayerNorm(cfg.hidden),
+                    nn.SiLU(),
+                    nn.Linear(cfg.hidden, out_dim),
+                )
+                for t in cfg.targets
+            }
+        )
+        # the training targets' mean norm per head (set by training; used when output_scale is target_norm)
+        self.register_buffer("target_norm", torch.ones(len(cfg.targets)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``mask`` (B, len(inputs)) of 0/1 zeroes input modalities (training-time masking)."""
+        if mask is not None:
+            x = x * mask[:, :, None]
+        h = self.trunk(x.flatten(1))
+        out = {t: head(h) for t, head in self.heads.items()}
+        if not self.training and self.config.output_scale == "target_norm":
+            out = {t: F.normalize(u, dim=-1) * self.target_norm[i] for i, (t, u) in enumerate(out.items())}
+        return out
+
+
+def align_loss(
+    pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], cfg: AlignConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Summed over heads: mse * MSE + cosine * (1 - cos) + magnitude * mean(u^2); and each head's part."""
+    total = torch.zeros((), device=next(iter(pred.values())).device)
+    parts = {}
+    for t, u in pred.items():
+        y = target[t]
+        loss = (
+            cfg.mse * F.mse_loss(u, y)
+            + cfg.cosine * (1 - F.cosine_similarity(u, y, dim=-1)).mean()
+            + cfg.magnitude * u.pow(2).mean()
+        )
+        parts[t] = float(loss.detach())
+        total = total + loss
+    return total, parts
