@@ -117,7 +117,7 @@ def train_aligner(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
         rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / steps}
         if len(va):
             va_t = torch.as_tensor(va, device=dev)
