@@ -181,3 +181,22 @@ def test_the_real_loader_reads_saved_folders_offline_and_names_what_is_missing(t
         MissingWeightsError, match=r"SDXL pipeline 'stabilityai/sdxl-turbo' is not on this machine.*hf download"
     ):
         load_sdxl_pipeline(dtype="float32", device="cpu")
+
+
+def test_the_offline_gallery_returns_the_nearest_training_image(tiny_dataset, tiny_oracle_store, tmp_path):
+    from eeg2image.data.things_eeg2 import load_image
+    from eeg2image.features.store import EmbeddingStore
+    from eeg2image.generation.gallery import NearestTrainingImage
+
+    gallery = NearestTrainingImage(tiny_dataset, tiny_oracle_store, "original", "sim-features", size=32)
+    table = EmbeddingStore(tiny_oracle_store).load("training", "original", "sim-features")
+    rows = torch.from_numpy(np.asarray(table.embeddings[[5, 17]]))
+    assert gallery.nearest(rows).tolist() == [5, 17]
+    paths = gallery.generate_to(tmp_path, {"image": rows + 0.01 * torch.randn_like(rows)}, ["a", "b"])
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["seed-0/round-0/a.png", "seed-0/round-0/b.png"]
+    want = np.asarray(load_image(gallery.files[17], size=32))
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(paths[1])), want)
+    with pytest.raises(DataFormatError, match=r"predicted embeddings have shape \(2, 5\); the gallery .* is 97-d"):
+        gallery.nearest(torch.zeros(2, 5))
