@@ -7,6 +7,7 @@ import inspect
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,6 +79,7 @@ SOME_OPTIONS = {
     "linear": {},
     "eegnet": {"F1": 4, "drop_prob": 0.3, "activation": torch.nn.ReLU},
     "shallow": {"n_filters_time": 20, "pool_time_length": 20},
+    "cogcap": {"d_ff": 64, "dropout": 0.2},
 }
 
 
@@ -205,3 +207,37 @@ def test_from_config_refuses_what_it_does_not_know():
     with pytest.raises(ConfigError, match="config of EEG encoder 'ved' given to NICEEncoder"):
         EEG_ENCODERS["nice"].from_config(config)
     assert isinstance(EEG_ENCODERS["ved"].from_config(config), EEG_ENCODERS["ved"])
+
+
+def test_the_written_out_transformer_layer_equals_pytorchs():
+    """``PostNormTransformerLayer`` (dropouts as modules, for keyed multi-seed dropout) computes what
+    ``nn.TransformerEncoderLayer`` computes (post-norm, ReLU), given the same weights, and inits like it."""
+    from eeg2image.models.eeg_encoders import PostNormTransformerLayer, sinusoidal_positions
+
+    torch.manual_seed(0)
+    ours = PostNormTransformerLayer(63, 1, 128, 0.1).eval()
+    ref = torch.nn.TransformerEncoderLayer(63, 1, 128, 0.1, batch_first=True).eval()
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(torch.cat([ours.q.weight, ours.k.weight, ours.v.weight]))
+        ref.self_attn.in_proj_bias.copy_(torch.cat([ours.q.bias, ours.k.bias, ours.v.bias]))
+        ref.self_attn.out_proj.weight.copy_(ours.o.weight)
+        ref.self_attn.out_proj.bias.copy_(ours.o.bias)
+        for a, b in (
+            (ref.linear1, ours.ff1),
+            (ref.linear2, ours.ff2),
+            (ref.norm1, ours.norm1),
+            (ref.norm2, ours.norm2),
+        ):
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+        x = torch.randn(3, 20, 63)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    assert float(ours.q.bias.abs().sum() + ours.o.bias.abs().sum()) == 0.0
+    bound = (6 / (4 * 63)) ** 0.5  # Xavier on the (3d, d) in-projection, as PyTorch
+    assert float(ours.q.weight.abs().max()) <= bound and float(ours.q.weight.abs().max()) > 0.8 * bound
+    pe = sinusoidal_positions(5, 63)
+    assert (
+        pe.shape == (5, 63)
+        and float(pe[0, 1]) == 1.0
+        and float(pe[3, 62]) == pytest.approx(np.sin(3 * np.exp(-62 * np.log(1e4) / 63)))
+    )

@@ -52,7 +52,7 @@ def test_loop_fits_the_training_pairs_and_is_seeded(tiny_nice, tiny_store):
     assert again == hist  # seeded: the same run twice
 
 
-@pytest.mark.parametrize("encoder", ["linear", "ved", "nice", "atms", "eegproject", "eegnet", "shallow"])
+@pytest.mark.parametrize("encoder", ["linear", "ved", "nice", "atms", "eegproject", "eegnet", "shallow", "cogcap"])
 def test_stacked_seeds_equal_separate_runs(encoder):
     """Seed 1 trained beside seeds 0 and 2 under vmap = seed 1 trained alone (loop engine): same losses and the
     same embeddings. In float64, because in float32 the batched and unbatched kernels round differently and

@@ -11,6 +11,7 @@ Each encoder names its own options as keyword-only parameters with defaults (non
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -353,6 +354,80 @@ class ATMSEncoder(EEGEncoder):
         h = self.norm1(h + self.dropout(self._attention(h)))
         h = self.norm_out(self.norm2(h + self.ff(h)))
         return self.proj(self.tsconv(h[:, 1:]))  # every channel token, the subject token dropped
+
+
+def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
+    """(n, d) sine/cosine positions (Vaswani et al. 2017); an odd ``d`` gets one sine more than cosines."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div[: d // 2])
+    return pe
+
+
+class PostNormTransformerLayer(nn.Module):
+    """``nn.TransformerEncoderLayer`` (post-norm, ReLU) written out so that every dropout, the attention
+    weights' included, is an ``nn.Dropout`` module (stacked multi-seed training keys them per seed). Its
+    initial weights follow PyTorch's: q, k, v as one Xavier-uniform (3d, d) matrix, zero in/out biases."""
+
+    def __init__(self, d: int, n_heads: int = 1, d_ff: int = 2048, dropout: float = 0.1):
+        super().__init__()
+        if d % n_heads:
+            raise ConfigError(f"the transformer's width {d} is not divisible by its {n_heads} heads")
+        self.n_heads, self.d_head = n_heads, d // n_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        qkv = torch.empty(3 * d, d)
+        nn.init.xavier_uniform_(qkv)
+        for lin, w in zip((self.q, self.k, self.v), qkv.split(d), strict=True):
+            lin.weight.data.copy_(w)
+            nn.init.zeros_(lin.bias)
+        nn.init.zeros_(self.o.bias)
+        self.attn_drop, self.drop1, self.drop2, self.drop_ff = (nn.Dropout(dropout) for _ in range(4))
+        self.ff1, self.ff2 = nn.Linear(d, d_ff), nn.Linear(d_ff, d)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, d) -> (B, N, d)."""
+        b, n, _ = x.shape
+        q, k, v = (f(x).view(b, n, self.n_heads, self.d_head).transpose(1, 2) for f in (self.q, self.k, self.v))
+        a = self.attn_drop(torch.softmax(q @ k.transpose(-1, -2) / self.d_head**0.5, dim=-1))
+        x = self.norm1(x + self.drop1(self.o((a @ v).transpose(1, 2).reshape(b, n, -1))))
+        return self.norm2(x + self.drop2(self.ff2(self.drop_ff(torch.relu(self.ff1(x))))))
+
+
+@register_eeg_encoder("cogcap")
+class CogcapExpert(EEGEncoder):
+    """One modality expert of CognitionCapturerPro (Zhang et al., CVPR 2026, XiaoZhangYES/CognitionCapturerPro
+    ``Cogcap``, revised from ATM): one post-norm transformer layer over time tokens (width = channels, 1 head,
+    FF 2048, dropout 0.1, sinusoidal positions), ``Linear(T, T)`` over time (the released subject-wise table
+    uses its row 0 only), then NICE's TSConv and projection head (1440 -> ``out_dim``), both with ``dropout``
+    (0.3 as released). Options: ``n_heads``, ``d_ff``, ``attn_dropout``, ``dropout``."""
+
+    def __init__(
+        self,
+        n_chans: int,
+        n_times: int,
+        out_dim: int,
+        sfreq: float = 250.0,
+        n_subjects: int = 10,
+        *,
+        n_heads: int = 1,
+        d_ff: int = 2048,
+        attn_dropout: float = 0.1,
+        dropout: float = 0.3,
+    ):
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
+        self._record_options(n_heads=n_heads, d_ff=d_ff, attn_dropout=attn_dropout, dropout=dropout)
+        self.register_buffer("positions", sinusoidal_positions(n_times, n_chans), persistent=False)
+        self.attention = PostNormTransformerLayer(n_chans, n_heads, d_ff, attn_dropout)
+        self.time_linear = nn.Linear(n_times, n_times)
+        self.tsconv = TSConv(n_chans, n_times, dropout=dropout)
+        self.proj = ProjectionHead(self.tsconv.out_features, out_dim, dropout=dropout)
+
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.attention(x.transpose(1, 2) + self.positions)  # (B, T, C): one token per time point
+        return self.proj(self.tsconv(self.time_linear(h.transpose(1, 2))))
 
 
 @register_eeg_encoder("eegproject")
