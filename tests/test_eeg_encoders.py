@@ -60,7 +60,7 @@ def test_atms_uses_every_channel_and_its_own_token_for_subject_10():
 
 
 def test_unknown_encoder():
-    with pytest.raises(ConfigError, match="unknown EEG encoder 'transformerxl'; known: atms, eegnet"):
+    with pytest.raises(ConfigError, match="unknown EEG encoder 'transformerxl'; known: atms, cogcap, eegnet"):
         build_eeg_encoder("transformerxl", n_chans=63, n_times=250, out_dim=8)
 
 
