@@ -150,3 +150,50 @@ def test_the_offline_proxy_ranks_reconstructions(images):
     assert out["values"]["effnet_lite0_proxy"] > 0.8  # noisy copies are found among the others
     shuffled = rm.reconstruction_metrics(gt, rec.roll(2, dims=0), ["effnet_lite0_proxy"])  # other photos
     assert shuffled["values"]["effnet_lite0_proxy"] < 0.6
+
+
+def test_a_folder_of_reconstructions_is_scored_per_round_with_its_protocol(tiny_dataset, tmp_path, capsys):
+    """Round 0 holds the stimuli themselves (PixCorr 1), round 1 the stimuli shifted by one (unrelated); the
+    report states the protocol and the proxy; a missing reconstruction is named through the command line."""
+    import json
+    import shutil
+
+    from badinput import run_cli
+
+    from eeg2image.evaluation.reconstruction import stimulus_images
+
+    gt = stimulus_images(tiny_dataset)
+    ids = sorted(gt)
+    from PIL import Image
+
+    for r, order in ((0, ids), (1, ids[1:] + ids[:1])):
+        for sid, src in zip(ids, order, strict=True):
+            path = tmp_path / "rec" / "seed-0" / f"round-{r}" / f"{sid}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.open(gt[src]).convert("RGB").save(path)
+    code, _, err = run_cli(
+        capsys,
+        "evaluate-recon",
+        tmp_path / "rec",
+        "--dataset",
+        tiny_dataset,
+        "--metrics",
+        "pixcorr,ssim,effnet_lite0_proxy",
+    )
+    assert code == 0, err
+    m = json.loads((tmp_path / "rec/metrics.json").read_text())
+    assert m["per_round"]["seed-0/round-0"]["pixcorr"] == pytest.approx(1.0, abs=1e-6)
+    assert m["per_round"]["seed-0/round-0"]["effnet_lite0_proxy"] == 1.0
+    assert m["per_round"]["seed-0/round-1"]["pixcorr"] < 0.5
+    agg = m["over_rounds_and_seeds"]["pixcorr"]
+    assert agg["n"] == 2 and agg["mean"] == pytest.approx(np.mean([v["pixcorr"] for v in m["per_round"].values()]))
+    assert m["protocol"]["proxy"] == ["effnet_lite0_proxy"] and m["protocol"]["n_images"] == len(ids)
+    report = (tmp_path / "rec/report.md").read_text()
+    assert "effnet_lite0_proxy (proxy: not comparable" in report and "chance 0.5" in report
+    assert (tmp_path / "rec/grid.png").stat().st_size > 5_000
+    shutil.rmtree(tmp_path / "rec/seed-0/round-1")
+    (tmp_path / "rec/seed-0/round-0" / f"{ids[3]}.png").unlink()
+    code, _, err = run_cli(
+        capsys, "evaluate-recon", tmp_path / "rec", "--dataset", tiny_dataset, "--metrics", "pixcorr"
+    )
+    assert code == 2 and f"1 ground-truth image(s) have no reconstruction (first: '{ids[3]}')" in err

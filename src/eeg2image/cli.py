@@ -212,6 +212,24 @@ def evaluate(
     typer.echo(f"wrote {run / 'metrics.json'}, {run / 'report.md'}")
 
 
+@app.command("evaluate-recon")
+def evaluate_recon(
+    folder: Annotated[Path, typer.Argument(help="Reconstructions: FOLDER/seed-S/round-R/<stimulus>.png.")],
+    dataset: Annotated[Path, typer.Option(help="Dataset root (its test images are the ground truth).")],
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated subset: pixcorr,ssim,alexnet2,...,effnet_lite0_proxy.")
+    ] = None,
+) -> None:
+    """Reconstruction metrics (PixCorr, SSIM, 2-way on AlexNet/Inception/CLIP, EffNet/SwAV distances) of a folder
+    of reconstructions: metrics.json, report.md, grid.png in the folder. Networks without local weights are
+    reported unavailable."""
+    from .evaluation.reconstruction import evaluate_reconstructions
+
+    names = [m for m in metrics.split(",") if m] if metrics else None
+    evaluate_reconstructions(folder, dataset, metrics=names, log=typer.echo)
+    typer.echo(f"wrote {folder / 'metrics.json'}, {folder / 'report.md'}, {folder / 'grid.png'}")
+
+
 @app.command()
 def sweep(
     out: Annotated[Path, typer.Argument(help="Sweep folder: one run folder per job, jobs.txt, results.")],

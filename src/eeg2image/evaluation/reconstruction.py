@@ -356,3 +356,161 @@ def reconstruction_metrics(
                 better[f"{name}_cosine"] = "higher"
     proxy = [n for n in names if n in FEATURE_METRICS and not FEATURE_METRICS[n].standard]
     return {"values": values, "unavailable": unavailable, "better": better, "proxy": proxy}
+
+
+# --------------------------------------------------------------------------------------------------
+# A folder of reconstructions against the test images: metrics.json, report.md, grid.png
+# --------------------------------------------------------------------------------------------------
+
+
+def stimulus_images(dataset_root: str | Path) -> dict[str, Path]:
+    """Stimulus id -> ground-truth image of every test image: the id is the image's concept folder
+    (``00001_aircraft_carrier``; THINGS-EEG2 has one test image per concept)."""
+    from ..data.things_eeg2 import ImageSet
+
+    files = ImageSet.discover(dataset_root).files("test")
+    ids = [f.parent.name for f in files]
+    if len(set(ids)) != len(ids):  # more than one image per test concept: name them by file
+        ids = [f"{f.parent.name}__{f.stem}" for f in files]
+    return dict(zip(ids, files, strict=True))
+
+
+def find_reconstructions(folder: str | Path) -> dict[tuple[int, int], dict[str, Path]]:
+    """``folder/seed-S/round-R/<stimulus>.png`` -> {(S, R): {stimulus: path}}."""
+    folder = Path(folder)
+    out: dict[tuple[int, int], dict[str, Path]] = {}
+    for png in sorted(folder.glob("seed-*/round-*/*.png")):
+        try:
+            seed, rnd = int(png.parent.parent.name[5:]), int(png.parent.name[6:])
+        except ValueError:
+            raise DataFormatError(f"{png}: expected folder names seed-<int>/round-<int>") from None
+        out.setdefault((seed, rnd), {})[png.stem] = png
+    if not out:
+        raise MissingDataError(f"{folder}: no reconstructions (expected seed-S/round-R/<stimulus>.png below it)")
+    return out
+
+
+def _mean_sd(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+
+def evaluate_reconstructions(
+    folder: str | Path,
+    dataset_root: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    weights: dict[str, Any] | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Score every (seed, round) of reconstructions in ``folder`` against the test images of ``dataset_root``;
+    writes ``metrics.json``, ``report.md`` and ``grid.png`` into ``folder``. Per round (the j-th image of every
+    stimulus), then mean +/- sd over the rounds of each seed and over seeds."""
+    from ..io import read_json, write_json
+
+    folder = Path(folder)
+    gt_paths = stimulus_images(dataset_root)
+    recs = find_reconstructions(folder)
+    names = list(metrics) if metrics is not None else ["pixcorr", "ssim", *FEATURE_METRICS]
+    for n in names:
+        check_option("reconstruction metric", n, ["pixcorr", "ssim", *FEATURE_METRICS])
+    extractors, unavailable = {}, {}
+    for n in names:
+        if n in FEATURE_METRICS:
+            try:
+                extractors[n] = FEATURE_METRICS[n].build(weights or {})
+            except MissingDataError as exc:
+                unavailable[n] = str(exc)
+    available = [n for n in names if n not in unavailable]
+    per_round: dict[str, dict[str, Any]] = {}
+    better: dict[str, str] = {}
+    for (seed, rnd), paths in sorted(recs.items()):
+        _, g, r = load_pairs(gt_paths, paths)
+        res = reconstruction_metrics(g, r, available, extractors=extractors)
+        per_round[f"seed-{seed}/round-{rnd}"] = res["values"]
+        better.update(res["better"])
+        log(f"seed {seed} round {rnd}: " + ", ".join(f"{k} {v:.3f}" for k, v in res["values"].items()))
+    keys = list(next(iter(per_round.values())))
+    seeds = sorted({s for s, _ in recs})
+    seed_means = {
+        k: [np.mean([per_round[f"seed-{s}/round-{r}"][k] for ss, r in recs if ss == s]) for s in seeds] for k in keys
+    }
+    manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
+    result = {
+        "protocol": {
+            "generator": manifest.get("generator", "unknown (no manifest.json beside the images)"),
+            "n_images": len(gt_paths),
+            "seeds": seeds,
+            "rounds": sorted({r for _, r in recs}),
+            "resize": f"both sides to {GT_SIZE} px (bilinear, antialiased), then each metric's own size",
+            "two_way": "per reconstruction j: share of i != j with r(GT_i, rec_j) < r(GT_j, rec_j); chance 0.5",
+            "proxy": [n for n in available if n in FEATURE_METRICS and not FEATURE_METRICS[n].standard],
+        },
+        "per_round": per_round,
+        "over_rounds_and_seeds": {k: _mean_sd([v[k] for v in per_round.values()]) for k in keys},
+        "over_seeds": {k: _mean_sd(seed_means[k]) for k in keys},
+        "better": better,
+        "unavailable": unavailable,
+    }
+    write_json(folder / "metrics.json", result)
+    _write_report(folder / "report.md", result)
+    _write_grid(folder / "grid.png", gt_paths, recs)
+    return result
+
+
+def _write_report(path: Path, result: dict[str, Any]) -> None:
+    from ..io import atomic_path
+
+    p = result["protocol"]
+    lines = [
+        "# Reconstruction metrics",
+        "",
+        f"Generator: {p['generator']}. {p['n_images']} test images, seeds {p['seeds']}, rounds {p['rounds']}; "
+        f"{p['resize']}.",
+        "",
+        "| metric | better | mean ± sd over seeds (and rounds) | n |",
+        "|---|---|---|---|",
+    ]
+    for k, v in result["over_rounds_and_seeds"].items():
+        s = result["over_seeds"][k]
+        tag = " (proxy: not comparable with the literature)" if k in p["proxy"] else ""
+        lines.append(f"| {k}{tag} | {result['better'].get(k, '')} | {s['mean']:.3f} ± {v['sd']:.3f} | {v['n']} |")
+    for k, why in result["unavailable"].items():
+        lines.append(f"| {k} | | unavailable: {why} | |")
+    lines += ["", f"2-way: {p['two_way']}.", ""]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+
+
+def _write_grid(
+    path: Path, gt_paths: dict[str, Path], recs: dict[tuple[int, int], dict[str, Path]], n: int = 8
+) -> None:
+    """Rows: up to ``n`` stimuli; columns: the stimulus, then the rounds of the first seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    seed = min(s for s, _ in recs)
+    rounds = sorted(r for s, r in recs if s == seed)
+    ids = sorted(gt_paths)[:n]
+    fig, axes = plt.subplots(
+        len(ids), 1 + len(rounds), figsize=(1.6 * (1 + len(rounds)), 1.6 * len(ids)), squeeze=False
+    )
+    for i, sid in enumerate(ids):
+        axes[i, 0].imshow(load_image(gt_paths[sid], size=128))
+        for j, r in enumerate(rounds):
+            axes[i, 1 + j].imshow(load_image(recs[(seed, r)][sid], size=128))
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(sid[:18], fontsize=6)
+    axes[0, 0].set_title("stimulus", fontsize=8)
+    for j, r in enumerate(rounds):
+        axes[0, 1 + j].set_title(f"seed {seed} round {r}", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
