@@ -232,6 +232,16 @@ class MultiLevelBlurEEGEncoder(EEGEncoder):
         return self.head(self.temporal(h).flatten(1))
 
 
+def self_attention(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Multi-head self-attention of (B, N, d) tokens with ``m``'s ``q``, ``k``, ``v``, ``o`` Linear layers,
+    ``n_heads``, ``d_head`` and ``attn_drop`` (an ``nn.Dropout`` module on the attention weights, so that
+    stacked multi-seed training keys it per seed)."""
+    b, n, _ = x.shape
+    q, k, v = (f(x).view(b, n, m.n_heads, m.d_head).transpose(1, 2) for f in (m.q, m.k, m.v))
+    a = m.attn_drop(torch.softmax(q @ k.transpose(-1, -2) / m.d_head**0.5, dim=-1))
+    return m.o((a @ v).transpose(1, 2).reshape(b, n, -1))
+
+
 class TSConv(nn.Module):
     """NICE's temporal-spatial convolution (Song et al., ICLR 2024): (B, C, T) -> (B, 40 * T')."""
 
@@ -337,10 +347,7 @@ class ATMSEncoder(EEGEncoder):
         self.proj = ProjectionHead(self.tsconv.out_features, out_dim)
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        q, k, v = (f(x).view(b, n, self.n_heads, self.d_head).transpose(1, 2) for f in (self.q, self.k, self.v))
-        a = self.attn_drop(torch.softmax(q @ k.transpose(-1, -2) / self.d_head**0.5, dim=-1))
-        return self.o((a @ v).transpose(1, 2).reshape(b, n, -1))
+        return self_attention(self, x)
 
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]
@@ -389,10 +396,7 @@ class PostNormTransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, d) -> (B, N, d)."""
-        b, n, _ = x.shape
-        q, k, v = (f(x).view(b, n, self.n_heads, self.d_head).transpose(1, 2) for f in (self.q, self.k, self.v))
-        a = self.attn_drop(torch.softmax(q @ k.transpose(-1, -2) / self.d_head**0.5, dim=-1))
-        x = self.norm1(x + self.drop1(self.o((a @ v).transpose(1, 2).reshape(b, n, -1))))
+        x = self.norm1(x + self.drop1(self_attention(self, x)))
         return self.norm2(x + self.drop2(self.ff2(self.drop_ff(torch.relu(self.ff1(x))))))
 
 
