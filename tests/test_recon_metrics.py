@@ -191,6 +191,12 @@ def test_a_folder_of_reconstructions_is_scored_per_round_with_its_protocol(tiny_
     report = (tmp_path / "rec/report.md").read_text()
     assert "effnet_lite0_proxy (proxy: not comparable" in report and "chance 0.5" in report
     assert (tmp_path / "rec/grid.png").stat().st_size > 5_000
+    code, _, err = run_cli(capsys, "table", tmp_path)  # `table` merges reconstruction metrics in a table of their own
+    assert code == 0, err
+    table = (tmp_path / "results.md").read_text()
+    assert "Reconstruction (mean ± sd over every seed and round)" in table and "| pixcorr ↑ |" in table
+    want = f"| rec | 2 | {agg['mean']:.3f} ± {agg['sd']:.3f} |"
+    assert want in table, table
     shutil.rmtree(tmp_path / "rec/seed-0/round-1")
     (tmp_path / "rec/seed-0/round-0" / f"{ids[3]}.png").unlink()
     code, _, err = run_cli(

@@ -3,6 +3,8 @@
 Runs are grouped by (configuration, subject, weight selection); the per-seed results of runs that split
 one configuration's seeds are pooled, then summarised as mean ± sd over seeds. The configuration name is
 the run folder's first path component below DIR (a sweep's config name), or the run folder itself.
+Reconstruction metrics (``eeg2image evaluate-recon``: a ``metrics.json`` with ``per_round``) form a table of
+their own: every (seed, round) pooled per configuration, mean ± sd.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..io import DataFormatError, read_json, write_json
+import numpy as np
+
+from ..io import DataFormatError, atomic_path, read_json, write_json
 from .retrieval import aggregate
 
 COLUMNS = ("top1", "top5", "mrr")
@@ -24,11 +28,16 @@ def merge_results(root: str | Path) -> dict[str, Any]:
         raise DataFormatError(f"{root}: no metrics.json below it; run `eeg2image evaluate` on the runs first")
     pooled: dict[tuple[str, str, str], dict[str, dict]] = defaultdict(dict)
     protocols: dict[str, dict] = {}
+    recon: dict[str, dict[str, dict]] = defaultdict(dict)
     for f in files:
         m = read_json(f)
         rel = f.parent.relative_to(root)
         name = rel.parts[0] if rel.parts else root.name
         protocols.setdefault(name, m["protocol"])
+        if "per_round" in m:  # reconstruction metrics
+            for rnd, vals in m["per_round"].items():
+                recon[name][f"{rel.as_posix()}/{rnd}"] = {"values": vals, "better": m.get("better", {})}
+            continue
         for sel in ("final", "validation_selected"):
             for subj, r in (m.get(sel) or {}).items():
                 if subj == "across_subjects":
@@ -49,12 +58,26 @@ def merge_results(root: str | Path) -> dict[str, Any]:
                 "aggregate": aggregate(list(seeds.values())),
             }
         )
-    return {"rows": rows, "protocols": protocols}
+    recon_rows = []
+    for name, rounds in sorted(recon.items()):
+        keys = list(dict.fromkeys(k for r in rounds.values() for k in r["values"]))  # the metrics' own order
+        summary = {}
+        for k in keys:
+            vals = [r["values"][k] for r in rounds.values() if k in r["values"]]
+            sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            summary[k] = {"mean": float(np.mean(vals)), "sd": sd, "n": len(vals)}
+        better = {k: v for r in rounds.values() for k, v in r["better"].items()}
+        recon_rows.append({"config": name, "rounds": sorted(rounds), "metrics": summary, "better": better})
+    if not rows and not recon_rows:
+        raise DataFormatError(f"{root}: the metrics.json files below it hold no results")
+    return {"rows": rows, "reconstruction": recon_rows, "protocols": protocols}
 
 
 def table_markdown(merged: dict[str, Any], descriptions: dict[str, str] | None = None) -> str:
     """The merged rows as a markdown table; ``descriptions`` (config name -> what it is) become a legend."""
-    lines = ["| config | subject | weights | seeds | top-1 % | top-5 % | MRR |", "|---|---|---|---|---|---|---|"]
+    lines = []
+    if merged["rows"]:
+        lines += ["| config | subject | weights | seeds | top-1 % | top-5 % | MRR |", "|---|---|---|---|---|---|---|"]
     for r in merged["rows"]:
         a = r["aggregate"]
         cells = [f"{100 * a[k]['mean']:.2f} ± {100 * a[k]['sd']:.2f}" for k in ("top1", "top5")]
@@ -62,6 +85,21 @@ def table_markdown(merged: dict[str, Any], descriptions: dict[str, str] | None =
         lines.append(
             f"| {r['config']} | {r['subject']} | {r['selection']} | {len(r['seeds'])} | " + " | ".join(cells) + " |"
         )
+    recon = merged.get("reconstruction") or []
+    if recon:
+        keys = list(dict.fromkeys(k for r in recon for k in r["metrics"]))
+        arrows = {k: {"higher": " ↑", "lower": " ↓"}.get(recon[0]["better"].get(k, ""), "") for k in keys}
+        title = ["Reconstruction (mean ± sd over every seed and round):", ""]
+        lines += ["", *title] if lines else title
+        lines += ["| config | seed-rounds | " + " | ".join(f"{k}{arrows[k]}" for k in keys) + " |"]
+        lines += ["|---|---|" + "---|" * len(keys)]
+        for r in recon:
+            cells = [
+                f"{r['metrics'][k]['mean']:.3f} ± {r['metrics'][k]['sd']:.3f}" if k in r["metrics"] else "n/a"
+                for k in keys
+            ]
+            n = len(r["rounds"])
+            lines.append(f"| {r['config']} | {n} | " + " | ".join(cells) + " |")
     if descriptions:
         lines += ["", "| config | what it is |", "|---|---|"]
         lines += [f"| {name} | {text} |" for name, text in descriptions.items()]
@@ -76,5 +114,6 @@ def write_table(root: str | Path, descriptions: dict[str, str] | None = None) ->
     if descriptions:
         merged["descriptions"] = dict(descriptions)
     write_json(root / "results.json", merged)
-    (root / "results.md").write_text(table_markdown(merged, descriptions))
+    with atomic_path(root / "results.md") as tmp:
+        tmp.write_text(table_markdown(merged, descriptions))
     return root / "results.json", root / "results.md"
