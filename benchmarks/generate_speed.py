@@ -22,6 +22,7 @@ from eeg2image.generation.sdxl import (
     tiny_ip_adapter_state_dict,
     tiny_prompt_embeds,
     tiny_sdxl_pipeline,
+    turbo_scheduler,
 )
 
 # stabilityai/sdxl-turbo unet/config.json and vae/config.json (the parts that set the compute)
@@ -53,14 +54,11 @@ SDXL_VAE = {
 
 def random_pipeline(unet_cfg: dict, vae_cfg: dict, device: str, dtype: torch.dtype):
     """Our pipeline around a UNet and VAE of the given configs (random weights) and 3 IP-Adapters made in code."""
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     unet = UNet2DConditionModel(**unet_cfg)
     vae = AutoencoderKL(**vae_cfg)
-    sched = EulerAncestralDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
-    )
-    pipe = IPAdapterSDXLPipeline(vae, None, None, None, None, unet, sched)
+    pipe = IPAdapterSDXLPipeline(vae, None, None, None, None, unet, turbo_scheduler())
     ip: dict[str, dict] = {"image_proj": {}, "ip_adapter": {}}
     for k, v in tiny_ip_adapter_state_dict(unet).items():  # shapes from the UNet's config, as the h94 file has
         head, _, rest = k.partition(".")

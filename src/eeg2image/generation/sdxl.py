@@ -300,11 +300,20 @@ def tiny_ip_adapter_state_dict(unet, image_embed_dim: int = 1024, seed: int = 0)
     return out
 
 
+def turbo_scheduler():
+    """SDXL-Turbo's sampler: Euler ancestral, scaled-linear betas 0.00085..0.012, trailing timesteps."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    return EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
+    )
+
+
 def tiny_sdxl_pipeline(seed: int = 0, *, ip_adapter_folder: Path | None = None, n_adapters: int = 3):
     """An :class:`IPAdapterSDXLPipeline` of tiny random components (no tokenizers or text encoders: prompts come
     as embeddings). With ``ip_adapter_folder``, ``n_adapters`` copies of a tiny IP-Adapter are written there as
     ``sdxl_models/ip-adapter_sdxl_vit-h.safetensors`` (the h94 layout) and loaded by the real path."""
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler
+    from diffusers import AutoencoderKL
 
     unet = tiny_sdxl_unet(seed)
     torch.manual_seed(seed + 1)
@@ -318,9 +327,7 @@ def tiny_sdxl_pipeline(seed: int = 0, *, ip_adapter_folder: Path | None = None, 
         norm_num_groups=8,
         sample_size=32,
     )
-    scheduler = EulerAncestralDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
-    )
+    scheduler = turbo_scheduler()
     pipe = IPAdapterSDXLPipeline(
         vae=vae,
         text_encoder=None,
