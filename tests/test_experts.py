@@ -33,7 +33,8 @@ def test_shapes_and_keys():
     eeg = model.embed_eeg(x)
     assert set(eeg) == set(EXPERT_KEYS) and all(v.shape == (6, 16) for v in eeg.values())
     targets = model.embed_targets(mods)
-    assert all(torch.equal(targets[m], mods[m]) for m in MODALITY_KEYS)  # the released heads are identity
+    # the released heads are identity: the targets are the (L2-normalised) modality embeddings themselves
+    assert all(torch.equal(targets[m], torch.nn.functional.normalize(mods[m], dim=-1)) for m in MODALITY_KEYS)
     assert targets["fusion"].shape == (6, 16)
     assert float(model.losses["image"].logit_scale) == pytest.approx(2.727)
 

@@ -231,6 +231,62 @@ def evaluate_recon(
 
 
 @app.command()
+def align(
+    run: Annotated[Path, typer.Argument(help="A trained experts run (`train` with train.experts set).")],
+    out: Annotated[Path | None, typer.Option(help="Align folder (default: RUN/align).")] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder of the targets in the run's store (default: the run's image encoder).")
+    ] = None,
+    targets: Annotated[str | None, typer.Option(help="Comma-separated: image,edge,depth (the default).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML AlignStageConfig.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config key: align.epochs=50.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train STH-Align, one per seed: the frozen experts' embeddings of the training EEG -> the generator's space
+    (the targets' embeddings); epochs selected on held-out training concepts, never the test images."""
+    from .config import parse_sets, stage_config
+    from .runs import AlignStageConfig
+    from .training.align import align_run
+
+    over = {
+        "run": str(run),
+        "encoder": encoder,
+        "align.targets": [t for t in targets.split(",") if t] if targets else None,
+        **parse_sets(set_),
+    }
+    cfg = stage_config(AlignStageConfig, "align", None, config, over)
+    folder = align_run(cfg, out or run / "align", progress=not quiet, log=typer.echo)
+    typer.echo(f"aligners in {folder / 'units'}")
+
+
+@app.command()
+def reconstruct(
+    aligned: Annotated[Path, typer.Argument(help="An align folder (`eeg2image align`).")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/sub-XX/seed-S/round-R/<stimulus>.png.")],
+    generator: Annotated[
+        str | None, typer.Option(help="sdxl (SDXL-Turbo + IP-Adapters, local weights) | nearest (offline baseline).")
+    ] = None,
+    dataset: Annotated[Path | None, typer.Option(help="Dataset root (default: the run's).")] = None,
+    sdxl: Annotated[str | None, typer.Option(help="SDXL-Turbo folder or cache id.")] = None,
+    ip_adapter: Annotated[str | None, typer.Option(help="h94/IP-Adapter folder or cache id.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML ReconstructConfig.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config key: generate.rounds=4.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Images from the test EEG: experts -> aligner -> generator, per subject and seed; a rerun resumes. Score them
+    with `eeg2image evaluate-recon OUT/sub-XX --dataset ROOT`."""
+    from .config import parse_sets, stage_config
+    from .generation.reconstruct import ReconstructConfig, reconstruct_run
+
+    over = {"generator": generator, "sdxl": sdxl, "ip_adapter": ip_adapter, "device": device, **parse_sets(set_)}
+    cfg = stage_config(ReconstructConfig, "reconstruct", None, config, over)
+    folders = reconstruct_run(aligned, out, cfg, dataset=dataset, progress=not quiet, log=typer.echo)
+    for f in folders:
+        typer.echo(f"wrote {f}; score: eeg2image evaluate-recon {f} --dataset DATASET")
+
+
+@app.command()
 def sweep(
     out: Annotated[Path, typer.Argument(help="Sweep folder: one run folder per job, jobs.txt, results.")],
     config: Annotated[list[Path] | None, typer.Option(help="YAML RunConfig; repeat for several.")] = None,

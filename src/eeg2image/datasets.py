@@ -97,10 +97,17 @@ def concept_of(rel_paths: list[str]) -> np.ndarray:
 
 
 def view_table_names(views: list[str], image_encoder: str, evnet_encoder: str | None) -> dict[str, tuple[str, str]]:
-    """Target view name -> (stored view, stored encoder). ``evnet:<view>`` reads ``<view>`` of ``evnet_encoder``."""
+    """Target view name -> (stored view, stored encoder). ``evnet:<view>`` reads ``<view>`` of ``evnet_encoder``;
+    ``<view>@<encoder>`` reads ``<view>`` of ``<encoder>`` (one split may mix encoders, e.g. a text model's
+    captions beside an image model's views); a bare ``<view>`` reads ``image_encoder``'s."""
     out = {}
     for v in views:
-        if v.startswith("evnet:"):
+        if "@" in v:
+            view, _, enc = v.partition("@")
+            if not view or not enc:
+                raise ConfigError(f"view {v!r}: expected <view>@<encoder>, e.g. text-template@minilm")
+            out[v] = (view, enc)
+        elif v.startswith("evnet:"):
             if not evnet_encoder:
                 raise ConfigError(f"target view {v!r} needs an EVNet encoder (data.evnet_encoder)")
             out[v] = (v.split(":", 1)[1], evnet_encoder)

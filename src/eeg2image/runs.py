@@ -32,19 +32,25 @@ from typing import Any, Literal
 
 from .config import ConfigError, from_dict, read_yaml, stage_config, to_dict
 from .io import check_option, check_range
+from .models.align import TARGET_VIEWS, AlignConfig
 from .models.eeg_encoders import EEG_ENCODERS, check_eeg_options
+from .models.experts import ExpertsConfig
 from .models.fusion import TargetConfig
 from .models.retrieval import ModelConfig
 
 __all__ = [
     "SELECTIONS",
+    "AlignStageConfig",
     "DataConfig",
     "EvalConfig",
     "RunConfig",
     "TrainConfig",
     "Unit",
+    "aligner_path",
     "config_changes",
     "config_summary",
+    "experts_weights",
+    "read_align_config",
     "read_run_config",
     "run_config",
     "subject_folder",
@@ -100,6 +106,9 @@ class TrainConfig:
     normalize_eeg: bool = False
     reps_per_sample: int = 0  # 0: average all repetitions; k: average a random k of them at every step
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU); the peers trained in float32
+    # CognitionCapturerPro's brain side (models.experts): per-modality experts + fusion replace eeg_encoder and
+    # target, which must then keep their defaults
+    experts: ExpertsConfig | None = None
 
     def __post_init__(self) -> None:  # a typo in the encoder or its options fails here, before any data is read
         check_option("EEG encoder", self.eeg_encoder, sorted(EEG_ENCODERS), where="train.eeg_encoder")
@@ -113,9 +122,27 @@ class TrainConfig:
         check_range("train.warmup_epochs", self.warmup_epochs, 0, self.epochs)
         check_range("train.logit_scale", self.logit_scale, 0, low_open=True)
         check_range("train.reps_per_sample", self.reps_per_sample, 0)
+        if self.experts is not None:
+            unused = [k for k, v in _DEFAULTS.items() if getattr(self, k) != v]
+            if unused:
+                raise ConfigError(
+                    f"train.{unused[0]} is set, but train.experts replaces the EEG encoder and the target: set the "
+                    "experts' own options (train.experts.expert, train.experts.expert_options, "
+                    "train.experts.modalities) instead"
+                )
+
+    def required_views(self) -> list[str]:
+        """The stored views this configuration trains against."""
+        return self.experts.required_views() if self.experts else self.target.required_views()
 
     def model_config(
-        self, n_chans: int, n_times: int, dim: int, sfreq: float | None = None, n_subjects: int = 10
+        self,
+        n_chans: int,
+        n_times: int,
+        dim: int,
+        sfreq: float | None = None,
+        n_subjects: int = 10,
+        modality_dims: dict[str, int] | None = None,
     ) -> ModelConfig:
         """The model these settings train on EEG of ``n_chans`` x ``n_times`` at ``sfreq`` and ``dim``-d targets."""
         return ModelConfig(
@@ -130,7 +157,12 @@ class TrainConfig:
             logit_scale=self.logit_scale,
             scale_mode=self.scale_mode,
             normalize_eeg=self.normalize_eeg,
+            experts=self.experts,
+            modality_dims=dict(modality_dims or {}),
         )
+
+
+_DEFAULTS = {"eeg_encoder": "ved", "eeg_options": {}, "target": TargetConfig()}
 
 
 @dataclass
@@ -237,7 +269,9 @@ def config_summary(cfg: RunConfig) -> dict[str, Any]:
         "subjects": cfg.data.subjects,
         "mode": cfg.data.mode,
         "seeds": cfg.seeds,
-        "eeg_encoder": t.eeg_encoder,
+        "eeg_encoder": f"{t.experts.expert} experts ({', '.join(t.experts.modalities)}) + fusion"
+        if t.experts
+        else t.eeg_encoder,
         "image_encoder": cfg.data.image_encoder,
         "evnet_encoder": cfg.data.evnet_encoder,
         "target": dataclasses.asdict(t.target),
@@ -247,3 +281,43 @@ def config_summary(cfg: RunConfig) -> dict[str, Any]:
         "val_fraction": cfg.data.val_fraction,
         "select_on": cfg.select_on,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# The align folder (``eeg2image align``): ALIGN/config.yaml, ALIGN/manifest.json,
+# ALIGN/units/<unit>/seed-<S>.safetensors (one aligner per unit and seed of the experts run)
+# --------------------------------------------------------------------------------------------------
+
+ALIGN_WEIGHTS = ("validation_selected", "final")
+
+
+@dataclass
+class AlignStageConfig:
+    """``eeg2image align``: the experts run it reads, the targets' encoder, which weights, how it trains."""
+
+    run: str = ""  # the run folder of a trained experts run (`eeg2image train` with train.experts)
+    encoder: str = ""  # encoder of the targets in the run's store ("": the run's data.image_encoder); the
+    # reference: ipadapter:h94/IP-Adapter (the adapter's own image_embeds)
+    weights: str = "validation_selected"  # or final; validation_selected falls back to final when not validating
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+    def __post_init__(self) -> None:
+        check_option("weights", self.weights, ALIGN_WEIGHTS, where="align weights")
+        for t in self.align.targets:
+            check_option("aligner target", t, TARGET_VIEWS, where="align.targets")
+
+
+def aligner_path(out: Path, unit: str, seed: int) -> Path:
+    return Path(out) / "units" / unit / f"seed-{seed}.safetensors"
+
+
+def experts_weights(run_dir: Path, unit, weights: str) -> Path:
+    """The experts weights file of ``unit`` an aligner reads (``best`` when asked and present, else ``final``)."""
+    folder = unit_folder(run_dir, unit)
+    path = folder / SELECTIONS[weights]
+    return path if path.is_file() else folder / SELECTIONS["final"]
+
+
+def read_align_config(folder: str | Path) -> AlignStageConfig:
+    """The config an align folder was made with."""
+    return from_dict(AlignStageConfig, _read_saved(Path(folder) / "config.yaml", must_exist=True))

@@ -756,6 +756,16 @@ class ImageSet:
         """Concept name of each image (same length and order as :meth:`files`)."""
         return [concept_name(p.parent.name) for p in self.files(partition)]
 
+    def stimulus_ids(self, partition: Partition = "test") -> list[str]:
+        """One id per image, in image order, naming reconstructions (``<id>.png``): the concept folder
+        (``00001_aircraft_carrier``; THINGS-EEG2 has one test image per concept), or ``<folder>__<file stem>``
+        when a concept holds several images."""
+        files = self.files(partition)
+        ids = [f.parent.name for f in files]
+        if len(set(ids)) != len(ids):
+            ids = [f"{f.parent.name}__{f.stem}" for f in files]
+        return ids
+
     def concept_index(self, partition: Partition) -> np.ndarray:
         """0-based concept index of each image, in sorted-folder order (UBP's ``label``)."""
         folders = [p.parent.name for p in self.files(partition)]

@@ -46,7 +46,17 @@ def _distractors(run_dir: Path, cfg: RunConfig, n_images: int) -> dict[int, np.n
 def _check_fits(stack: SeedStack, test: RetrievalSplit, source: Path) -> None:
     """The test EEG and embeddings have the shapes the trained model was built for."""
     m = stack.config
+    if m.experts is not None:  # one width per modality
+        for mod, dim in m.modality_dims.items():
+            got_dim = test.views[m.experts.view_of(mod)].shape[1]
+            if got_dim != dim:
+                raise DataFormatError(
+                    f"{source}: the {mod!r} expert was trained against {dim}-d embeddings; the test view "
+                    f"{m.experts.view_of(mod)!r} is {got_dim}-d (made with another encoder?)"
+                )
     got = (test.eeg.shape[2], test.eeg.shape[3], next(iter(test.views.values())).shape[1])
+    if m.experts is not None:
+        got = (*got[:2], m.dim)
     if got != (m.n_chans, m.n_times, m.dim):
         raise DataFormatError(
             f"{source}: the model takes EEG of {m.n_chans} channels x {m.n_times} times and {m.dim}-d embeddings; "
@@ -54,15 +64,21 @@ def _check_fits(stack: SeedStack, test: RetrievalSplit, source: Path) -> None:
         )
 
 
-def _scores(stack: SeedStack, test: RetrievalSplit, unit: Unit) -> np.ndarray:
-    """(S, Q, N) cosine similarities of every seed's EEG queries and test-image targets."""
+def _scores(stack: SeedStack, test: RetrievalSplit, unit: Unit) -> dict[str, np.ndarray]:
+    """(S, Q, N) cosine similarities of every seed's EEG queries and test-image targets, by key (``""`` for a
+    model with one; the experts' keys otherwise)."""
     q, sub, img = test.queries()
     if not np.array_equal(img, np.arange(test.n_images)):
         raise DataFormatError("evaluation expects one query per test image, in image order")
     if not unit.subject_aware:
         sub = torch.zeros_like(sub)
-    e, g = embed_eeg(stack, q, sub).numpy(), embed_targets(stack, test.views).numpy()
-    return np.stack([cosine_similarity(e[s].astype(np.float64), g[s].astype(np.float64)) for s in range(len(e))])
+    e, g = embed_eeg(stack, q, sub), embed_targets(stack, test.views)
+    if not isinstance(e, dict):
+        e, g = {"": e}, {"": g}
+    return {
+        k: np.stack([cosine_similarity(e[k][s].double().numpy(), g[k][s].double().numpy()) for s in range(len(e[k]))])
+        for k in e
+    }
 
 
 def evaluate_run(run_dir: str | Path, *, log=print) -> dict[str, Any]:
@@ -75,7 +91,7 @@ def evaluate_run(run_dir: str | Path, *, log=print) -> dict[str, Any]:
 
 
 def _evaluate(run_dir: Path, cfg: RunConfig, log) -> dict[str, Any]:
-    views = cfg.train.target.required_views()
+    views = cfg.train.required_views()
     tests: dict[int, RetrievalSplit] = {}
     results: dict[str, dict[str, Any]] = {sel: {} for sel in SELECTIONS}
     transductive: dict[str, dict[str, Any]] = {sel: {} for sel in SELECTIONS}
@@ -97,7 +113,9 @@ def _evaluate(run_dir: Path, cfg: RunConfig, log) -> dict[str, Any]:
                     )
                 test = tests[s]
                 _check_fits(stack, test, folder / fname)
-                sims = _scores(stack, test, unit)
+                by_key = _scores(stack, test, unit)
+                experts = cfg.train.experts
+                sims = by_key[experts.select_key if experts else ""]
                 kway = _distractors(run_dir, cfg, test.n_images)
                 per_seed = {str(seed): retrieval_metrics(sims[i], kway=kway) for i, seed in enumerate(cfg.seeds)}
                 key = f"sub-{s:02d}"
@@ -108,6 +126,12 @@ def _evaluate(run_dir: Path, cfg: RunConfig, log) -> dict[str, Any]:
                     "aggregate": aggregate(list(per_seed.values())),
                     "epoch": meta.get("epoch"),
                 }
+                if experts:  # the selection key's numbers above; every key's here
+                    results[sel][key]["key"] = experts.select_key
+                    results[sel][key]["per_key"] = {}
+                    for k, sk in by_key.items():
+                        ps = [retrieval_metrics(sk[i], kway=kway) for i in range(len(cfg.seeds))]
+                        results[sel][key]["per_key"][k] = {"aggregate": aggregate(ps)}
                 if cfg.eval.hungarian:
                     hung = {str(seed): hungarian_topk(sims[i]) for i, seed in enumerate(cfg.seeds)}
                     transductive[sel][key] = {"per_seed": hung, "aggregate": aggregate(list(hung.values()))}
@@ -198,6 +222,19 @@ def report_markdown(metrics: dict[str, Any]) -> str:
             cells += [_fmt(a[k]) if k in a else "" for k in kcols]
             lines.append(f"| {subj} | " + " | ".join(cells) + " |")
         lines.append("")
+        per_key = [(subj, r) for subj, r in table.items() if "per_key" in r]
+        if per_key:
+            lines += [
+                f"Each key (the experts and their fusion; `{per_key[0][1]['key']}` is the row above):",
+                "",
+                "| subject | key | top-1 | top-5 |",
+                "|---|---|---|---|",
+            ]
+            for subj, r in per_key:
+                for k, rk in r["per_key"].items():
+                    a = rk["aggregate"]
+                    lines.append(f"| {subj} | {k} | {_fmt(a['top1'])} | {_fmt(a['top5'])} |")
+            lines.append("")
     hung = {k: v for k, v in metrics["transductive_hungarian"].items() if k != "note"}
     if hung:
         lines += [

@@ -368,11 +368,8 @@ def stimulus_images(dataset_root: str | Path) -> dict[str, Path]:
     (``00001_aircraft_carrier``; THINGS-EEG2 has one test image per concept)."""
     from ..data.things_eeg2 import ImageSet
 
-    files = ImageSet.discover(dataset_root).files("test")
-    ids = [f.parent.name for f in files]
-    if len(set(ids)) != len(ids):  # more than one image per test concept: name them by file
-        ids = [f"{f.parent.name}__{f.stem}" for f in files]
-    return dict(zip(ids, files, strict=True))
+    images = ImageSet.discover(dataset_root)
+    return dict(zip(images.stimulus_ids("test"), images.files("test"), strict=True))
 
 
 def find_reconstructions(folder: str | Path) -> dict[tuple[int, int], dict[str, Path]]:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data.things_eeg2 import ImageSet, load_image
 from ..features.store import EmbeddingStore
-from ..io import DataFormatError, atomic_path
+from ..io import DataFormatError, atomic_path, fault_point
 
 __all__ = ["NearestTrainingImage"]
 
@@ -56,21 +56,31 @@ class NearestTrainingImage:
         return sims.argmax(dim=1).numpy()
 
     def generate(
-        self, embeds: dict[str, torch.Tensor], stimuli: Sequence[str]
+        self, embeds: dict[str, torch.Tensor], stimuli: Sequence[str], seed: int = 0
     ) -> dict[tuple[int, int, str], np.ndarray]:
         idx = self.nearest(embeds["image"])
         return {
-            (0, 0, s): np.asarray(load_image(self.files[i], size=self.size)) for s, i in zip(stimuli, idx, strict=True)
+            (seed, 0, s): np.asarray(load_image(self.files[i], size=self.size))
+            for s, i in zip(stimuli, idx, strict=True)
         }
 
-    def generate_to(self, out: Path, embeds: dict[str, torch.Tensor], stimuli: Sequence[str]) -> list[Path]:
-        """``out/seed-0/round-0/<stimulus>.png`` (the layout of ``Reconstructor.generate_to``)."""
+    def generate_to(
+        self, out: Path, embeds: dict[str, torch.Tensor], stimuli: Sequence[str], *, seed: int = 0, progress=False
+    ) -> list[Path]:
+        """``out/seed-S/round-0/<stimulus>.png`` (the layout of ``Reconstructor.generate_to``; one round: the
+        nearest image does not change between rounds); a rerun writes only what is missing."""
         from PIL import Image
 
         written = []
-        for (_, _, s), img in self.generate(embeds, stimuli).items():
-            path = out / "seed-0" / "round-0" / f"{s}.png"
+        todo = [i for i, s in enumerate(stimuli) if not (out / f"seed-{seed}" / "round-0" / f"{s}.png").is_file()]
+        if not todo:
+            return written
+        picks = self.nearest(embeds["image"][todo])
+        for i, j in zip(todo, picks, strict=True):
+            path = out / f"seed-{seed}" / "round-0" / f"{stimuli[i]}.png"
+            img = np.asarray(load_image(self.files[j], size=self.size))
             with atomic_path(path) as tmp:
                 Image.fromarray(img).save(tmp, format="PNG")
             written.append(path)
+            fault_point("generate-batch")
         return written

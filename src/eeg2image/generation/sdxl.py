@@ -309,10 +309,13 @@ def turbo_scheduler():
     )
 
 
-def tiny_sdxl_pipeline(seed: int = 0, *, ip_adapter_folder: Path | None = None, n_adapters: int = 3):
+def tiny_sdxl_pipeline(
+    seed: int = 0, *, ip_adapter_folder: Path | None = None, n_adapters: int = 3, image_embed_dim: int = 1024
+):
     """An :class:`IPAdapterSDXLPipeline` of tiny random components (no tokenizers or text encoders: prompts come
-    as embeddings). With ``ip_adapter_folder``, ``n_adapters`` copies of a tiny IP-Adapter are written there as
-    ``sdxl_models/ip-adapter_sdxl_vit-h.safetensors`` (the h94 layout) and loaded by the real path."""
+    as embeddings). With ``ip_adapter_folder``, ``n_adapters`` copies of a tiny IP-Adapter taking
+    ``image_embed_dim``-d embeddings are written there as ``sdxl_models/ip-adapter_sdxl_vit-h.safetensors`` (the
+    h94 layout) and loaded by the real path."""
     from diffusers import AutoencoderKL
 
     unet = tiny_sdxl_unet(seed)
@@ -342,7 +345,9 @@ def tiny_sdxl_pipeline(seed: int = 0, *, ip_adapter_folder: Path | None = None, 
     if ip_adapter_folder is not None:
         from ..io import save_safetensors
 
-        save_safetensors(ip_adapter_folder / "sdxl_models" / IP_ADAPTER_FILE, tiny_ip_adapter_state_dict(unet))
+        save_safetensors(
+            ip_adapter_folder / "sdxl_models" / IP_ADAPTER_FILE, tiny_ip_adapter_state_dict(unet, image_embed_dim)
+        )
         load_ip_adapters(pipe, ip_adapter_folder, n_adapters)
     return pipe
 

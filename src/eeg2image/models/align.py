@@ -15,20 +15,36 @@ modality masking of the inputs is an option (``mask_prob``), off by default as r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import check_range
+from ..config import from_dict, to_dict
+from ..io import DataFormatError, MissingDataError, check_range, save_safetensors
 
-__all__ = ["ALIGN_INPUTS", "ALIGN_TARGETS", "AlignConfig", "STHAlign", "align_loss"]
+__all__ = [
+    "ALIGN_INPUTS",
+    "ALIGN_TARGETS",
+    "TARGET_VIEWS",
+    "AlignConfig",
+    "STHAlign",
+    "align_loss",
+    "aligner_inputs",
+    "load_aligner",
+    "save_aligner",
+]
 
 #: The brain side's embeddings the aligner reads, in this order.
 ALIGN_INPUTS = ("image", "depth", "edge", "fusion")
 #: The generator-side targets it predicts (IP-Adapter ``image_embeds`` of these views of the stimulus).
 ALIGN_TARGETS = ("image", "edge", "depth")
+#: The stored view each target is embedded from.
+TARGET_VIEWS = {"image": "original", "edge": "edges", "depth": "depth"}
 
 
 @dataclass
@@ -123,3 +139,50 @@ def align_loss(
         parts[t] = float(loss.detach())
         total = total + loss
     return total, parts
+
+
+def aligner_inputs(eeg: dict[str, torch.Tensor], inputs: list[str], source: str = "the EEG model") -> torch.Tensor:
+    """The brain side's embeddings by key ({key: (..., N, D)}: every seed's or one seed's) -> the aligner's input
+    (..., N, len(inputs), D)."""
+    missing = [k for k in inputs if k not in eeg]
+    if missing:
+        raise DataFormatError(
+            f"{source} has no {missing} embeddings (it has {sorted(eeg)}); the aligner reads {inputs}"
+        )
+    dims = {k: eeg[k].shape[-1] for k in inputs}
+    if len(set(dims.values())) != 1:
+        raise DataFormatError(f"the aligner's inputs differ in width: {dims}; they must share one embedding space")
+    return torch.stack([eeg[k] for k in inputs], dim=-2)
+
+
+def save_aligner(path: Path, model: STHAlign, extra: dict[str, Any] | None = None) -> None:
+    """The aligner's weights with its ``AlignConfig`` and dimensions in the metadata (atomic, byte-stable)."""
+    meta = {
+        "align_config": to_dict(model.config),
+        "in_dim": model.in_dim,
+        "out_dim": model.out_dim,
+        **(extra or {}),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_safetensors(path, tensors, {k: json.dumps(v) for k, v in meta.items()})
+
+
+def load_aligner(path: Path) -> tuple[STHAlign, dict[str, Any]]:
+    """The aligner saved at ``path`` (eval mode) and its metadata; a file that is no aligner is named."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"{path}: missing; run `eeg2image align` first")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: not a readable aligner file ({exc}); run `eeg2image align` again") from exc
+    if "align_config" not in meta:
+        raise DataFormatError(f"{path}: not an aligner weights file (no align_config in its metadata)")
+    cfg = from_dict(AlignConfig, meta["align_config"], where="align_config")
+    model = STHAlign(cfg, meta["in_dim"], meta["out_dim"])
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), meta

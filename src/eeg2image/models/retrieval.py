@@ -28,6 +28,7 @@ from ..config import from_dict, to_dict
 from ..io import DataFormatError, MissingDataError, check_option, save_safetensors
 from .dropout import keyed_dropout, use_keyed_dropout
 from .eeg_encoders import build_eeg_encoder
+from .experts import ExpertsConfig, ModalityExperts
 from .fusion import TargetConfig, TargetModel
 from .losses import ScaleMode, SymmetricInfoNCE
 
@@ -64,6 +65,29 @@ class ModelConfig:
     logit_scale: float = 1.0
     scale_mode: ScaleMode = "fixed"
     normalize_eeg: bool = False
+    # CognitionCapturerPro's brain side instead of one encoder and target (``models.experts``); then the
+    # embedding width of each modality's view
+    experts: ExpertsConfig | None = None
+    modality_dims: dict[str, int] = field(default_factory=dict)
+
+    def required_views(self) -> list[str]:
+        return self.experts.required_views() if self.experts else self.target.required_views()
+
+    def uncertainty_groups(self) -> dict[str, list[str]]:
+        """Output view -> its [less, medium, more] views, for each target trained with uncertainty-aware blur."""
+        if self.experts:
+            return {self.experts.view_of(m): v for m, v in self.experts.uncertainty_groups().items()}
+        t = self.target
+        return {t.single_view: list(t.uncertainty_views)} if t.uncertainty_views else {}
+
+
+def build_seed_model(cfg: ModelConfig) -> nn.Module:
+    """What one seed learns: a ``RetrievalModel``, or ``ModalityExperts`` when ``cfg.experts`` is set."""
+    if cfg.experts is not None:
+        model = ModalityExperts(cfg.experts, cfg.n_chans, cfg.n_times, cfg.modality_dims or cfg.dim, cfg.sfreq)
+        model.model_config = cfg  # its own ``config`` is the ExpertsConfig
+        return model
+    return RetrievalModel(cfg)
 
 
 class RetrievalModel(nn.Module):
@@ -102,14 +126,14 @@ class RetrievalModel(nn.Module):
 
 def build_models(
     cfg: ModelConfig, seeds: list[int], train_views: dict[str, torch.Tensor] | None = None
-) -> list[RetrievalModel]:
+) -> list[nn.Module]:
     """One model per seed, each initialised from ``torch.manual_seed(seed)`` as if built alone; with
     ``train_views`` (the training images' embeddings) the target's centring means are set from them."""
     models = []
     for s in seeds:
         torch.manual_seed(s)
-        model = use_keyed_dropout(RetrievalModel(cfg))
-        if train_views is not None:
+        model = use_keyed_dropout(build_seed_model(cfg))
+        if train_views is not None and isinstance(model, RetrievalModel):
             model.target.set_centers(train_views)
         models.append(model)
     return models
@@ -128,14 +152,45 @@ def _mangle(name: str) -> str:
     return name.replace(".", "__")
 
 
-class SeedStack(nn.Module):
-    """S copies of one ``RetrievalModel`` architecture with stacked weights (leading axis: seed)."""
+def tree_map(fn: Callable[[torch.Tensor], Any], x: Any) -> Any:
+    """``fn`` on every tensor of a (nested) dict / tuple / list of tensors, the structure kept."""
+    if isinstance(x, dict):
+        return {k: tree_map(fn, v) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return type(x)(tree_map(fn, v) for v in x)
+    return fn(x)
 
-    def __init__(self, models: list[RetrievalModel], engine: Engine = "vmap"):
+
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def tree_stack(items: list[Any], dim: int = 0) -> Any:
+    """Per-seed outputs of one structure -> one structure of stacked tensors (the leading axis: seed)."""
+    first = items[0]
+    if isinstance(first, dict):
+        return {k: tree_stack([it[k] for it in items], dim) for k in first}
+    if isinstance(first, tuple | list):
+        return type(first)(tree_stack(list(group), dim) for group in zip(*items, strict=True))
+    return torch.stack(items, dim)
+
+
+def tree_cat(items: list[Any], dim: int) -> Any:
+    first = items[0]
+    if isinstance(first, dict):
+        return {k: tree_cat([it[k] for it in items], dim) for k in first}
+    return torch.cat(items, dim)
+
+
+class SeedStack(nn.Module):
+    """S copies of one seed model's architecture (``RetrievalModel`` or ``ModalityExperts``) with stacked weights
+    (leading axis: seed). Inputs and outputs may be tensors or dicts / tuples of them."""
+
+    def __init__(self, models: list[nn.Module], engine: Engine = "vmap"):
         super().__init__()
         check_option("engine", engine, ("vmap", "loop"))
         self.n_seeds, self.engine = len(models), engine
-        self.config: ModelConfig = models[0].config
+        self.config: ModelConfig = getattr(models[0], "model_config", models[0].config)
         params, buffers = stack_module_state(models)
         self.param_names, self.buffer_names = list(params), list(buffers)
         for n, p in params.items():
@@ -213,7 +268,7 @@ class SeedStack(nn.Module):
             def pick(x, s=s):
                 if x is None or shared:
                     return x
-                return {k: v[s] for k, v in x.items()} if isinstance(x, dict) else x[s]
+                return tree_map(lambda t, s=s: t[s], x)
 
             outs.append(
                 one(
@@ -225,9 +280,7 @@ class SeedStack(nn.Module):
                     None if keys is None else keys[s],
                 )
             )
-        if isinstance(outs[0], tuple):
-            return tuple(torch.stack(o) for o in zip(*outs, strict=True))
-        return torch.stack(outs)
+        return tree_stack(outs)
 
     def forward(
         self,
@@ -239,45 +292,53 @@ class SeedStack(nn.Module):
         gather: Callable | None = None,
         with_diag: bool = False,
     ) -> Any:
-        """One training step's per-seed losses (S,): embed, gather the batch across processes, InfoNCE.
-        ``with_diag``: also the true pairs' logits of the whole batch (S, B), detached."""
+        """One training step's per-seed losses, (S,) or (S, K) for a model with K keys: embed, gather the batch
+        across processes, InfoNCE. ``with_diag``: also the true pairs' logits of the whole batch, (S, B) or (S, G, B)
+        for G targets under uncertainty-aware blur, detached."""
         e, t = self.run("both", x, views, subject, keys, row_offset=row_offset)
         if gather is not None:
-            e, t = gather(e), gather(t)
-        if e.dtype in (torch.float16, torch.bfloat16):  # the loss in full precision under autocast
-            e, t = e.float(), t.float()
+            e, t = tree_map(gather, e), tree_map(gather, t)
+        e, t = tree_map(_full_precision, e), tree_map(_full_precision, t)  # the loss in full precision under autocast
         losses = self.run("loss", e, t)
         if with_diag:
             with torch.no_grad():
-                return losses, self.run("diag", e.detach(), t.detach())
+                return losses, self.run("diag", tree_map(torch.Tensor.detach, e), tree_map(torch.Tensor.detach, t))
         return losses
 
 
 @torch.no_grad()
-def embed_eeg(stack: SeedStack, eeg_mean: torch.Tensor, subject: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    """(N, C, T) averaged EEG -> (S, N, D) embeddings of every seed (eval mode, shared input)."""
+def embed_eeg(stack: SeedStack, eeg_mean: torch.Tensor, subject: torch.Tensor, batch: int = 1024) -> Any:
+    """(N, C, T) averaged EEG -> (S, N, D) embeddings of every seed (eval mode, shared input); a dict of them by
+    key for ``ModalityExperts``."""
     stack.eval()
     dev = next(stack.parameters()).device
     outs = [
         stack.run("eeg", eeg_mean[i : i + batch].to(dev), subject=subject[i : i + batch].to(dev), shared=True)
         for i in range(0, eeg_mean.shape[0], batch)
     ]
-    return torch.cat(outs, dim=1).float()
+    return tree_map(lambda v: v.float(), tree_cat(outs, dim=1))
 
 
 @torch.no_grad()
-def embed_targets(stack: SeedStack, views: dict[str, torch.Tensor]) -> torch.Tensor:
-    """{view: (N, D)} -> (S, N, D) target embeddings of every seed (eval mode)."""
+def embed_targets(stack: SeedStack, views: dict[str, torch.Tensor]) -> Any:
+    """{view: (N, D)} -> (S, N, D) target embeddings of every seed (eval mode); a dict by key for experts."""
     stack.eval()
     dev = next(stack.parameters()).device
-    return stack.run("target", b={k: v.to(dev) for k, v in views.items()}, shared=True).float()
+    out = stack.run("target", b={k: v.to(dev) for k, v in views.items()}, shared=True)
+    return tree_map(lambda v: v.float(), out)
 
 
-def check_views(views: dict[str, torch.Tensor], target: TargetConfig) -> None:
-    """Every view the target needs is there, with one embedding dimension."""
+def check_views(views: dict[str, torch.Tensor], target: TargetConfig | ExpertsConfig) -> None:
+    """Every view the target needs is there, with one embedding dimension (experts: one per modality)."""
     missing = [v for v in target.required_views() if v not in views]
     if missing:
         raise DataFormatError(f"the target needs views {missing}, the loaded embeddings hold {sorted(views)}")
+    if isinstance(target, ExpertsConfig):
+        for m, vs in target.modalities.items():
+            dims = {v: views[v].shape[1] for v in vs}
+            if len(set(dims.values())) != 1:
+                raise DataFormatError(f"the views of modality {m!r} have different embedding dimensions: {dims}")
+        return
     dims = {k: v.shape[1] for k, v in views.items()}
     if len(set(dims.values())) != 1:
         raise DataFormatError(f"the target's views have different embedding dimensions: {dims}")

@@ -7,7 +7,6 @@ CognitionCapturerPro's ``simple`` aligner; seeded; the weights file carries its 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import from_dict, to_dict
 from ..datasets import concept_disjoint_split
-from ..io import DataFormatError, MissingDataError, save_safetensors
-from ..models.align import AlignConfig, STHAlign, align_loss
+from ..io import DataFormatError
+from ..models.align import (
+    TARGET_VIEWS,
+    AlignConfig,
+    STHAlign,
+    align_loss,
+    aligner_inputs,
+    load_aligner,
+    save_aligner,
+)
+from ..runs import AlignStageConfig
 
-__all__ = ["AlignResult", "load_aligner", "mean_cosine", "save_aligner", "train_aligner"]
+__all__ = [
+    "AlignResult",
+    "align_run",
+    "load_aligner",
+    "mean_cosine",
+    "save_aligner",
+    "train_aligner",
+]
 
 
 @dataclass
@@ -135,30 +149,86 @@ def train_aligner(
     return AlignResult(model.eval(), history, best_epoch, len(np.unique(np.asarray(concept)[va])) if len(va) else 0)
 
 
-def save_aligner(path: Path, model: STHAlign, extra: dict[str, Any] | None = None) -> None:
-    """The aligner's weights with its ``AlignConfig`` and dimensions in the metadata (atomic, byte-stable)."""
-    meta = {
-        "align_config": to_dict(model.config),
-        "in_dim": model.in_dim,
-        "out_dim": model.out_dim,
-        **(extra or {}),
-    }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_safetensors(path, tensors, {k: json.dumps(v) for k, v in meta.items()})
+# --------------------------------------------------------------------------------------------------
+# `eeg2image align`: one aligner per seed of a trained experts run
+# --------------------------------------------------------------------------------------------------
 
 
-def load_aligner(path: Path) -> tuple[STHAlign, dict[str, Any]]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, log=print) -> Path:
+    """Train one aligner per seed and unit of the experts run ``cfg.run`` into ``out`` (a rerun keeps what is
+    done). Inputs: the frozen experts' embeddings of the training EEG (each image's repetitions averaged);
+    targets: the ``cfg.encoder`` embeddings of each target's view of the same training images. Only the training
+    partition is read; each aligner's epoch is selected on held-out training concepts."""
+    from ..config import save_config, to_dict
+    from ..io import file_sha256, folder_lock, write_manifest
+    from ..models.retrieval import embed_eeg, load_stack
+    from ..runs import aligner_path, config_changes, experts_weights, read_run_config, units_of
+    from .run import load_unit_split
 
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"{path}: missing; run `eeg2image align` first")
-    with safe_open(str(path), "pt") as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-    if "align_config" not in meta:
-        raise DataFormatError(f"{path}: not an aligner weights file (no align_config in its metadata)")
-    cfg = from_dict(AlignConfig, meta["align_config"], where="align_config")
-    model = STHAlign(cfg, meta["in_dim"], meta["out_dim"])
-    model.load_state_dict(load_file(str(path)))
-    return model.eval(), meta
+    out, run_dir = Path(out), Path(cfg.run)
+    run_cfg = read_run_config(run_dir)
+    experts = run_cfg.train.experts
+    if experts is None:
+        raise DataFormatError(
+            f"{run_dir}: a run without experts (train.experts is not set); the aligner reads the experts' embeddings"
+        )
+    encoder = cfg.encoder or run_cfg.data.image_encoder
+    inputs = [k for k in cfg.align.inputs if k in experts.keys()]
+    if not inputs:
+        raise DataFormatError(f"{run_dir}: the experts give {experts.keys()}; align.inputs asks for {cfg.align.inputs}")
+    if inputs != list(cfg.align.inputs):
+        log(f"the run has no {[k for k in cfg.align.inputs if k not in inputs]} expert(s): the aligner reads {inputs}")
+    acfg = AlignConfig(**{**to_dict(cfg.align), "inputs": inputs})
+    saved = Path(out) / "config.yaml"
+    changed = config_changes(saved, cfg)
+    if changed and any((out / "units").rglob("*.safetensors")):
+        raise DataFormatError(
+            f"{out} holds aligners of another configuration (differs in {', '.join(changed)}); align into a new "
+            "folder — nothing was overwritten"
+        )
+    target_views = {t: f"{TARGET_VIEWS[t]}@{encoder}" for t in acfg.targets}
+    with folder_lock(out, "align"):
+        save_config(cfg, saved)
+        written = {}
+        for unit in units_of(run_cfg):
+            wfile = experts_weights(run_dir, unit, cfg.weights)
+            pending = [s for s in run_cfg.seeds if not aligner_path(out, unit.name, s).is_file()]
+            if not pending:
+                log(f"{unit.name}: aligners of seeds {run_cfg.seeds} already there, kept")
+                continue
+            split = load_unit_split(run_cfg, unit, views=[*run_cfg.train.required_views(), *target_views.values()])
+            stack, meta = load_stack(wfile, engine=run_cfg.engine)
+            q, sub, img = split.queries()
+            x = aligner_inputs(embed_eeg(stack, q, sub), inputs, str(wfile))  # (S, N, K, D)
+            targets = {t: split.views[v][torch.as_tensor(img)] for t, v in target_views.items()}
+            concept = split.concept[img]
+            log(f"{unit.name}: {len(q)} training rows, inputs {inputs} from {wfile.name}, targets {target_views}")
+            for i, seed in enumerate(meta["seeds"]):
+                if seed not in pending:
+                    continue
+                res = train_aligner(acfg, x[i], targets, concept, seed=seed, progress=progress)
+                extra = {
+                    "run": str(run_dir),
+                    "unit": unit.name,
+                    "seed": seed,
+                    "experts_weights": wfile.name,
+                    "experts_sha256": file_sha256(wfile),
+                    "encoder": encoder,
+                    "target_views": target_views,
+                    "best_epoch": res.best_epoch,
+                    "val_images": res.val_images,
+                    "history": res.history,
+                }
+                path = aligner_path(out, unit.name, seed)
+                save_aligner(path, res.model, extra)
+                last = res.history[res.best_epoch - 1] if res.best_epoch else {}
+                log(f"{unit.name} seed {seed}: epoch {res.best_epoch} selected, {last.get('val_cosine')}")
+                written[f"{unit.name}/seed-{seed}"] = str(path.relative_to(out))
+        write_manifest(
+            out,
+            stage="align",
+            config=to_dict(cfg),
+            inputs={"run_manifest": file_sha256(run_dir / "manifest.json")},
+            outputs={"aligners": "units/<unit>/seed-<S>.safetensors"},
+        )
+    return out

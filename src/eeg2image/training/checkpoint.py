@@ -3,8 +3,8 @@
 One file, ``state.safetensors``, renamed into place whole (so a kill leaves either the previous checkpoint or
 this one, never half of each): the stacked weights (``model/``), each seed's best weights so far (``best/``),
 the optimiser's moments (``opt/``), every seed's random generator (``gen/``) and UBP's per-pair state
-(``uncertainty/``), and in its metadata (key ``state``, JSON) the epoch those tensors belong to, the history,
-the best epochs and scores, and the fingerprint of the configuration and inputs that made it.
+(``uncertainty/``, per target), and in its metadata (key ``state``, JSON) the epoch those tensors belong to, the
+history, the best epochs and scores, and the fingerprint of the configuration and inputs that made it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from .uncertainty import UncertainBlurState
 
 STATE = "state.safetensors"
 _META_KEY = "state"
+
+
+def _um_prefix(name: str) -> str:
+    """``uncertainty/`` for a single UM target (the retrieval model), ``uncertainty/<view>/`` for one of several."""
+    return f"uncertainty/{name}/" if name else "uncertainty/"
 
 
 def has_checkpoint(folder: Path | None) -> bool:
@@ -53,7 +58,7 @@ def save_state(
     gens: list[torch.Generator],
     best: dict[str, torch.Tensor] | None,
     meta: dict[str, Any],
-    blur_state: UncertainBlurState | None = None,
+    blur_states: dict[str, UncertainBlurState] | None = None,
 ) -> None:
     import json
 
@@ -67,8 +72,8 @@ def save_state(
                 tensors[f"opt/{names[id(p)]}/{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
     for i, g in enumerate(gens):
         tensors[f"gen/{i}"] = g.get_state()
-    if blur_state is not None:
-        tensors.update({f"uncertainty/{k}": v.cpu().contiguous() for k, v in blur_state.tensors().items()})
+    for name, st in (blur_states or {}).items():
+        tensors.update({f"{_um_prefix(name)}{k}": v.cpu().contiguous() for k, v in st.tensors().items()})
     save_safetensors(folder / STATE, tensors, {_META_KEY: json.dumps(meta)})
 
 
@@ -77,9 +82,9 @@ def load_state(
     stack: SeedStack,
     opt: torch.optim.Optimizer,
     gens: list[torch.Generator],
-    blur_state: UncertainBlurState | None = None,
+    blur_states: dict[str, UncertainBlurState] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore ``stack``, ``opt``, ``gens`` and ``blur_state`` in place; returns (best weights, metadata)."""
+    """Restore ``stack``, ``opt``, ``gens`` and ``blur_states`` in place; returns (best weights, metadata)."""
     from safetensors.torch import load_file
 
     meta = read_meta(folder)
@@ -96,7 +101,8 @@ def load_state(
     opt.state.update(opt_state)
     for i, g in enumerate(gens):
         g.set_state(tensors[f"gen/{i}"])
-    if blur_state is not None:
-        blur_state.load({k[12:]: v for k, v in tensors.items() if k.startswith("uncertainty/")}, str(folder / STATE))
+    for name, st in (blur_states or {}).items():
+        prefix = _um_prefix(name)
+        st.load({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, str(folder / STATE))
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
     return best, meta

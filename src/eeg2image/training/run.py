@@ -24,7 +24,7 @@ from ..runs import SELECTIONS, RunConfig, Unit, config_changes, subject_folder, 
 from .distributed import DistInfo, init_distributed
 from .trainer import TrainingError, train_seeds
 
-__all__ = ["train_run", "training_inputs"]
+__all__ = ["load_unit_data", "load_unit_split", "train_run", "training_inputs"]
 
 
 def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, log=print) -> Path:
@@ -139,7 +139,7 @@ def training_inputs(cfg: RunConfig, subjects: list[int]) -> dict[str, Any]:
             raise MissingDataError(f"{man}: missing; run `eeg2image preprocess` for subject {s} first")
         out[f"preprocess/sub-{s:02d}"] = file_sha256(man)
     st = EmbeddingStore(cfg.data.store)
-    names = view_table_names(cfg.train.target.required_views(), cfg.data.image_encoder, cfg.data.evnet_encoder)
+    names = view_table_names(cfg.train.required_views(), cfg.data.image_encoder, cfg.data.evnet_encoder)
     for name, (view, enc) in names.items():
         meta = st.paths("training", view, enc)[1]
         if not meta.is_file():
@@ -149,10 +149,10 @@ def training_inputs(cfg: RunConfig, subjects: list[int]) -> dict[str, Any]:
     return out
 
 
-def load_unit_data(cfg: RunConfig, unit: Unit):
-    """(train split, validation split or None) of one unit, from the training partition only."""
+def load_unit_split(cfg: RunConfig, unit: Unit, views: list[str] | None = None):
+    """Every training row of one unit (the training partition only), with ``views`` (default: the run's)."""
     d = cfg.data
-    views = cfg.train.target.required_views()
+    views = cfg.train.required_views() if views is None else views
     splits = {
         s: load_split(subject_folder(cfg, s), d.store, "training", views, d.image_encoder, d.evnet_encoder, d.channels)
         for s in unit.train_subjects
@@ -160,7 +160,14 @@ def load_unit_data(cfg: RunConfig, unit: Unit):
     split = join_subjects(splits)
     if not unit.subject_aware:  # LOSO: the shared token learns from every training subject (see runs.Unit)
         split.subject = np.zeros_like(split.subject)
-    check_views(split.views, cfg.train.target)
+    return split
+
+
+def load_unit_data(cfg: RunConfig, unit: Unit):
+    """(train split, validation split or None) of one unit, from the training partition only."""
+    d = cfg.data
+    split = load_unit_split(cfg, unit)
+    check_views(split.views, cfg.train.experts or cfg.train.target)
     if d.val_fraction <= 0:
         return split, None
     tr, va = concept_disjoint_split(split.concept, d.val_fraction, d.val_seed)

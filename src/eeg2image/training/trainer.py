@@ -35,6 +35,7 @@ from torch import nn
 from ..datasets import RetrievalSplit
 from ..io import Eeg2ImageError, fault_point
 from ..models.dropout import step_key
+from ..models.experts import MASK_KEY, modality_mask
 from ..models.ranking import cosine_similarity, ranking_metrics
 from ..models.retrieval import SeedStack, build_models, embed_eeg, embed_targets, resolve_engine
 from ..runs import TrainConfig
@@ -127,7 +128,8 @@ class TrainState:
     steps_per_epoch: int
     val: RetrievalSplit | None
     val_queries: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None
-    blur_state: UncertainBlurState | None
+    # uncertainty-aware blur: output view -> (its state, its [less, medium, more] views); one per UM target
+    blur_states: dict[str, tuple[UncertainBlurState, list[str]]]
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, torch.Tensor] | None = None
     best_epoch: list[int] | None = None
@@ -138,7 +140,8 @@ class TrainState:
         dev = dist.device(resolve_device(device))
         dim = next(iter(train.views.values())).shape[1]
         n_subjects = max(10, int(np.max(train.subject)))
-        mcfg = cfg.model_config(train.eeg.shape[2], train.eeg.shape[3], dim, train.sfreq, n_subjects)
+        dims = {m: train.views[cfg.experts.view_of(m)].shape[1] for m in cfg.experts.modalities} if cfg.experts else {}
+        mcfg = cfg.model_config(train.eeg.shape[2], train.eeg.shape[3], dim, train.sfreq, n_subjects, dims)
         stack = SeedStack(build_models(mcfg, seeds, train.views), resolve_engine(engine, dev)).to(dev)
         model, group = wrap(stack, dev, dist)
         # fused: one kernel per step for all tensors (CPU and CUDA), ~16% of a training step on CPU at 1280-d
@@ -156,10 +159,12 @@ class TrainState:
         if val is not None:
             q, sub, img = val.queries()
             val_queries = (q.to(dev), sub.to(dev), img)
-        blur_state = None
-        if cfg.target.uncertainty_views:  # UBP: each pair's target view follows how well it matches
-            t = cfg.target
-            blur_state = UncertainBlurState(len(seeds), n, t.uncertainty_gamma, t.uncertainty_z, device=dev)
+        # UBP: each pair's target view follows how well it matches
+        um = cfg.experts or cfg.target
+        blur_states = {
+            out: (UncertainBlurState(len(seeds), n, um.uncertainty_gamma, um.uncertainty_z, device=dev), views)
+            for out, views in mcfg.uncertainty_groups().items()
+        }
         return cls(
             cfg=cfg,
             seeds=list(seeds),
@@ -177,7 +182,7 @@ class TrainState:
             steps_per_epoch=steps,
             val=val,
             val_queries=val_queries,
-            blur_state=blur_state,
+            blur_states=blur_states,
             best_score=np.full(len(seeds), -np.inf),
         )
 
@@ -191,7 +196,7 @@ class TrainState:
                 f"{folder}: the checkpoint there was made by another configuration or other inputs; "
                 "train into a new folder (or delete that one) — nothing was overwritten"
             )
-        best, meta = load_state(folder, self.stack, self.opt, self.gens, self.blur_state)
+        best, meta = load_state(folder, self.stack, self.opt, self.gens, self.uncertainty())
         self.history = meta["history"]
         if best:
             self.best = {k: v.to(self.dev) for k, v in best.items()}
@@ -207,7 +212,19 @@ class TrainState:
             "best_epoch": self.best_epoch,
             "best_score": self.best_score.tolist(),
         }
-        save_state(folder, self.stack, self.opt, self.gens, self.best, meta, self.blur_state)
+        save_state(folder, self.stack, self.opt, self.gens, self.best, meta, self.uncertainty())
+
+    def uncertainty(self) -> dict[str, UncertainBlurState]:
+        """The UM states by checkpoint name: ``""`` for a single target (the retrieval model), else the view."""
+        states = {out: st for out, (st, _) in self.blur_states.items()}
+        if self.cfg.experts is None:
+            return {"": next(iter(states.values()))} if states else {}  # at most one
+        return states
+
+    @property
+    def loss_keys(self) -> list[str] | None:
+        """The names of a multi-key model's losses (experts), None for one loss."""
+        return self.cfg.experts.keys() if self.cfg.experts else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,7 +236,8 @@ def train_epoch(s: TrainState, epoch: int) -> dict[str, Any]:
     """One pass over the training rows in every seed's own order; returns the epoch's record."""
     s.stack.train()
     orders = [torch.randperm(len(s.image), generator=g) for g in s.gens]
-    totals = torch.zeros(len(s.seeds), dtype=torch.float64)
+    keys = s.loss_keys
+    totals = torch.zeros(len(s.seeds), *([len(keys)] if keys else []), dtype=torch.float64)
     counted = 0
     for b in range(s.steps_per_epoch):
         step = epoch * s.steps_per_epoch + b
@@ -231,36 +249,47 @@ def train_epoch(s: TrainState, epoch: int) -> dict[str, Any]:
         totals += train_step(s, epoch, b, step, batch)
         fault_point("train-step")
         counted += 1
-    rec: dict[str, Any] = {
-        "epoch": epoch + 1,
-        "lr": s.opt.param_groups[0]["lr"],
-        "steps": counted,
-        "loss": (totals / max(counted, 1)).tolist(),
-    }
-    if s.blur_state is not None:
-        s.blur_state.end_epoch()
-        rec.update({f"blur_{k}": v for k, v in s.blur_state.counts().items()})
+    mean = totals / max(counted, 1)
+    rec: dict[str, Any] = {"epoch": epoch + 1, "lr": s.opt.param_groups[0]["lr"], "steps": counted}
+    if keys:  # the trained loss is the sum of the active keys; each key's own is recorded too
+        active = s.cfg.experts.active_keys(epoch)
+        rec["loss"] = mean[:, [keys.index(k) for k in active]].sum(dim=1).tolist()
+        rec["active_keys"] = active
+        rec.update({f"loss_{k}": mean[:, i].tolist() for i, k in enumerate(keys)})
+    else:
+        rec["loss"] = mean.tolist()
+    for out, (st, _) in s.blur_states.items():
+        st.end_epoch()
+        prefix = "blur_" if s.cfg.experts is None else f"blur_{out}_"
+        rec.update({f"{prefix}{k}": v for k, v in st.counts().items()})
     return rec
 
 
 def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.Tensor]) -> torch.Tensor:
     """One optimisation step of every seed on its batch (row indices, one tensor per seed); returns the
-    per-seed losses (S,) on the CPU."""
+    per-seed losses on the CPU: (S,), or (S, K) for a model with K keys (experts; the step trains the sum of the
+    keys active in this epoch)."""
     lo, sizes = s.dist.batch_slice(batch[0])
-    x, sub, im, rows = [], [], [], []
+    n_mine = sizes[s.dist.rank]
+    x, sub, im, rows, masks = [], [], [], [], []
     for seed_i, idx in enumerate(batch):
         # every process draws the whole batch's sub-averaging, then keeps its slice
         picks = _rep_picks(s.eeg.shape[1], s.cfg.reps_per_sample, len(idx), s.gens[seed_i])
-        mine = idx[lo : lo + sizes[s.dist.rank]].to(s.dev)
-        x.append(_average(s.eeg[mine], None if picks is None else picks[lo : lo + sizes[s.dist.rank]].to(s.dev)))
+        mine = idx[lo : lo + n_mine].to(s.dev)
+        x.append(_average(s.eeg[mine], None if picks is None else picks[lo : lo + n_mine].to(s.dev)))
         sub.append(s.subject[mine])
         im.append(s.image[mine])
         rows.append(mine)
+        if s.cfg.experts is not None:  # the modalities fusion_mod loses in this step, from the seed's generator
+            e = s.cfg.experts
+            masks.append(modality_mask(n_mine, e.mask_count, s.gens[seed_i], len(e.modalities)).to(s.dev))
     im_t = torch.stack(im)
     views = {k: v[im_t] for k, v in s.views.items()}
-    t = s.cfg.target
-    if s.blur_state is not None:
-        views[t.single_view] = s.blur_state.select([views[v] for v in t.uncertainty_views], torch.stack(rows))
+    for out, (st, group) in s.blur_states.items():
+        views[out] = st.select([views[v] for v in group], torch.stack(rows))
+    if masks:
+        views[MASK_KEY] = torch.stack(masks)
+    with_diag = bool(s.blur_states)
     keys = torch.tensor([step_key(seed, step) for seed in s.seeds], dtype=torch.int64, device=s.dev)
     gather = gather_rows(s.dist.world, sizes, s.gather_group)
     with torch.autocast(s.dev.type, dtype=torch.bfloat16, enabled=s.cfg.amp and s.dev.type == "cuda"):
@@ -271,9 +300,9 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
             keys,
             row_offset=lo,
             gather=gather,
-            with_diag=s.blur_state is not None,
+            with_diag=with_diag,
         )
-    losses, diag = out if s.blur_state is not None else (out, None)
+    losses, diag = out if with_diag else (out, None)
     if not torch.isfinite(losses).all():
         bad = [s.seeds[i] for i in torch.nonzero(~torch.isfinite(losses)).flatten().tolist()]
         raise TrainingError(
@@ -281,10 +310,25 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
             "lower the learning rate or check the inputs"
         )
     s.opt.zero_grad(set_to_none=True)
-    losses.sum().backward()
+    if s.loss_keys:
+        active = s.cfg.experts.active_keys(epoch)
+        losses[:, [s.loss_keys.index(k) for k in active]].sum().backward()
+        # a key switched off (text after its epochs) is not stepped at all, as when the released code stopped
+        # calling its optimiser: its modules' gradients (zeros, not None, through the stacked losses) are
+        # dropped, so AdamW's momentum and weight decay leave them alone
+        off = tuple(p for k in s.loss_keys if k not in active for p in (f"experts.{k}.", f"losses.{k}."))
+        if off:
+            for name, param in s.stack.params().items():
+                if name.startswith(off):
+                    param.grad = None
+    else:
+        losses.sum().backward()
     s.opt.step()
-    if s.blur_state is not None:
-        s.blur_state.update(torch.stack(batch).to(s.dev), diag)
+    if with_diag:
+        diag = diag if diag.ndim == 3 else diag[:, None]  # (S, G, B): one row per UM target
+        whole = torch.stack(batch).to(s.dev)
+        for g, (st, _) in enumerate(s.blur_states.values()):
+            st.update(whole, diag[:, g])
     return losses.detach().double().cpu()
 
 
@@ -292,9 +336,16 @@ def validate(s: TrainState, epoch: int, select_on: str) -> dict[str, Any]:
     """Rank the validation images for every seed (``models.ranking``: the rule evaluation reports) and keep each
     seed's weights at its best epoch so far; returns the ``val_*`` entries of the epoch's record."""
     q, sub, img = s.val_queries
-    eeg, targets = embed_eeg(s.stack, q, sub).cpu().numpy(), embed_targets(s.stack, s.val.views).cpu().numpy()
-    sim = cosine_similarity(eeg, targets)
-    m = ranking_metrics(sim, img)
+    eeg, targets = embed_eeg(s.stack, q, sub), embed_targets(s.stack, s.val.views)
+    if s.cfg.experts is not None:  # each key ranked; the configured key selects
+        per_key = {
+            k: ranking_metrics(cosine_similarity(eeg[k].cpu().numpy(), targets[k].cpu().numpy()), img) for k in eeg
+        }
+        m = per_key[s.cfg.experts.select_key]
+        extra = {f"val_{k}_{name}": v.tolist() for k, mk in per_key.items() for name, v in mk.items()}
+    else:
+        m = ranking_metrics(cosine_similarity(eeg.cpu().numpy(), targets.cpu().numpy()), img)
+        extra = {}
     score = m[select_on]
     improved = score > s.best_score
     if s.best is None:
@@ -306,7 +357,7 @@ def validate(s: TrainState, epoch: int, select_on: str) -> dict[str, Any]:
             s.best[k][sel] = v.detach()[sel]
     s.best_epoch = [epoch + 1 if imp else be for imp, be in zip(improved, s.best_epoch, strict=True)]
     s.best_score = np.where(improved, score, s.best_score)
-    return {f"val_{k}": v.tolist() for k, v in m.items()}
+    return {**{f"val_{k}": v.tolist() for k, v in m.items()}, **extra}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,220 @@
+"""Reconstruction end to end on a simulated dataset: experts (two encoders' views: the simulator's image features
+and MiniLM texts) trained by the one loop and evaluated per key -> one STH-Align per seed, trained on the training
+partition only -> images by the offline generator and by a tiny SDXL through the real IP-Adapter path -> metrics.
+Plus the refusals and a kill during generation."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from badinput import run_cli
+from test_faults import digest, eeg2image, killed
+
+from eeg2image.data.preprocess import preprocess_subject, preset_config
+from eeg2image.data.simulate import simulate_dataset, simulation_config
+from eeg2image.datasets import load_pairs
+from eeg2image.evaluation.evaluate import evaluate_run
+from eeg2image.features.embed import embed_texts
+from eeg2image.features.encoders import build_text_encoder
+from eeg2image.features.oracle import embed_simulation_features
+from eeg2image.generation.reconstruct import ReconstructConfig, eeg_queries, reconstruct_run
+from eeg2image.generation.sdxl import GenerationConfig, tiny_prompt_embeds, tiny_sdxl_pipeline
+from eeg2image.models.align import aligner_inputs, load_aligner
+from eeg2image.models.retrieval import embed_eeg, load_stack
+from eeg2image.runs import aligner_path, run_config
+from eeg2image.training.run import train_run
+
+N_TEST = 40
+EXPERTS = {
+    "modalities": {"image": ["original"], "text": ["text-template@minilm"]},
+    "expert_options": {"d_ff": 64},
+    "text_epochs": 10,
+}
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory):
+    """A trained experts run (seeds 0 and 1) with its aligners in RUN/align."""
+    root = tmp_path_factory.mktemp("recon")
+    cfg = simulation_config("small", seed=5, n_test_concepts=N_TEST, specific_uv=12.0)
+    simulate_dataset(root / "ds", cfg, progress=False)
+    preprocess_subject(root / "ds", root / "pre", 1, preset_config("authors"), progress=False)
+    embed_simulation_features(root / "ds", root / "store")
+    embed_texts(root / "ds", root / "store", build_text_encoder("minilm", device="cpu"), progress=False)
+    run = run_config(
+        None,
+        None,
+        **{
+            "data.preprocessed": str(root / "pre"),
+            "data.store": str(root / "store"),
+            "data.dataset": str(root / "ds"),
+            "data.image_encoder": "sim-features",
+            "train.epochs": 12,
+            "train.batch_size": 64,
+            "train.experts": EXPERTS,
+            "seeds": [0, 1],
+        },
+    )
+    train_run(run, root / "run", progress=False, log=lambda *a: None)
+    cli(
+        [
+            "align",
+            str(root / "run"),
+            "--targets",
+            "image",
+            "--set",
+            "align.epochs=30",
+            "--set",
+            "align.batch_size=64",
+            "--quiet",
+        ]
+    )
+    return root
+
+
+def cli(args: list[str]) -> None:
+    from eeg2image.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    assert exc.value.code == 0
+
+
+def test_experts_learn_and_are_evaluated_per_key(aligned):
+    m = evaluate_run(aligned / "run", log=lambda *a: None)["final"]["sub-01"]
+    assert m["key"] == "image" and set(m["per_key"]) == {"image", "text", "fusion"}
+    # chance: 1/40 top-1. Measured: image 0.70+, text 0.25 (MiniLM of concept names: the simulator's EEG is not about
+    # words, but its concepts' names are the images' concepts)
+    assert m["aggregate"]["top1"]["mean"] >= 8 / N_TEST, m["aggregate"]
+    report = (aligned / "run" / "report.md").read_text()
+    assert "| sub-01 | text |" in report and "| sub-01 | fusion |" in report
+
+
+def test_aligned_predictions_identify_the_test_images(aligned):
+    """The chain experts -> aligner carries the image: the prediction of each test EEG is nearest its own test
+    image's target embedding far more often than chance (the test targets are read here, by the test only)."""
+    stack, meta = load_stack(aligned / "run/units/sub-01/best.safetensors")
+    cfg = run_config(None, aligned / "run/config.yaml")
+    q, sub = eeg_queries(cfg, 1)
+    eeg = embed_eeg(stack, q, sub)
+    test = load_pairs(aligned / "pre/sub-01", aligned / "store", "test", ["original"], "sim-features")
+    gallery = torch.nn.functional.normalize(test.views["original"], dim=-1)
+    for i, seed in enumerate(meta["seeds"]):
+        model, ameta = load_aligner(aligner_path(aligned / "run/align", "sub-01", seed))
+        assert ameta["encoder"] == "sim-features" and ameta["target_views"] == {"image": "original@sim-features"}
+        assert model.config.inputs == ["image", "fusion"]  # the run has no depth or edge expert
+        with torch.no_grad():
+            pred = model(aligner_inputs({k: v[i] for k, v in eeg.items()}, model.config.inputs))["image"]
+        top1 = float(
+            (torch.nn.functional.normalize(pred, dim=-1) @ gallery.T).argmax(1).eq(torch.arange(N_TEST)).float().mean()
+        )
+        assert top1 >= 6 / N_TEST, (seed, top1)
+
+
+def test_alignment_reads_no_test_data(aligned, tmp_path, monkeypatch):
+    import eeg2image.datasets as ds
+    from eeg2image.features.store import EmbeddingStore
+
+    seen = []
+    real_read, real_load = ds.read_our_preprocessed, EmbeddingStore.load
+    monkeypatch.setattr(ds, "read_our_preprocessed", lambda f, p: seen.append(p) or real_read(f, p))
+    monkeypatch.setattr(EmbeddingStore, "load", lambda self, p, *a, **k: seen.append(p) or real_load(self, p, *a, **k))
+    cli(
+        [
+            "align",
+            str(aligned / "run"),
+            "--out",
+            str(tmp_path / "a"),
+            "--targets",
+            "image",
+            "--set",
+            "align.epochs=2",
+            "--quiet",
+        ]
+    )
+    assert seen and set(seen) == {"training"}
+
+
+def test_reconstruct_offline_resumes_and_is_scored(aligned, tmp_path, capsys):
+    out = tmp_path / "recon"
+    args = ["reconstruct", aligned / "run/align", "--out", out, "--generator", "nearest", "--set", "nearest_size=32"]
+    assert run_cli(capsys, *args, "--quiet")[0] == 0
+    pngs = sorted(out.glob("sub-01/seed-*/round-0/*.png"))
+    assert len(pngs) == 2 * N_TEST
+    first = digest(out, "*.png")
+    code, _, _ = run_cli(capsys, *args, "--quiet")
+    assert code == 0 and digest(out, "*.png") == first  # a rerun makes nothing new
+    code, _, err = run_cli(
+        capsys, "evaluate-recon", out / "sub-01", "--dataset", aligned / "ds", "--metrics", "pixcorr,ssim"
+    )
+    assert code == 0, err
+    report = (out / "sub-01/report.md").read_text()
+    assert "nearest training image (retrieval baseline" in report and (out / "sub-01/grid.png").is_file()
+
+    # killed during generation, then the rerun: the same images, byte for byte
+    killed_out = tmp_path / "killed"
+    res = eeg2image(*args[:2], "--out", killed_out, *args[4:], "--quiet", fault="generate-batch:7")
+    assert killed(res), res.stderr
+    assert 0 < len(list(killed_out.glob("sub-01/seed-*/round-0/*.png"))) < 2 * N_TEST
+    res = eeg2image(*args[:2], "--out", killed_out, *args[4:], "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert digest(killed_out, "*.png") == first
+
+
+def test_reconstruct_with_a_tiny_sdxl_through_the_real_adapter_path(aligned, tmp_path):
+    dim = load_aligner(aligner_path(aligned / "run/align", "sub-01", 0))[0].out_dim
+    cfg = ReconstructConfig(generate=GenerationConfig(steps=2, size=32, batch_size=16, modalities=["image"]))
+    folders = reconstruct_run(
+        aligned / "run/align",
+        tmp_path / "sdxl",
+        cfg,
+        pipeline_factory=lambda n: tiny_sdxl_pipeline(
+            ip_adapter_folder=tmp_path / "ip", n_adapters=n, image_embed_dim=dim
+        ),
+        prompt_embeds=tiny_prompt_embeds(),
+        progress=False,
+        log=lambda *a: None,
+    )
+    pngs = sorted(folders[0].glob("seed-*/round-0/*.png"))
+    assert len(pngs) == 2 * N_TEST
+    from PIL import Image
+
+    a = np.asarray(Image.open(folders[0] / "seed-0/round-0" / pngs[0].name))
+    b = np.asarray(Image.open(folders[0] / "seed-1/round-0" / pngs[0].name))
+    assert a.shape == (32, 32, 3) and not np.array_equal(a, b)  # each seed its own embeddings and image seeds
+    assert "SDXL-Turbo + 1 IP-Adapter(s) (image)" in (folders[0] / "manifest.json").read_text()
+
+
+def test_refusals_name_what_is_wrong(aligned, tmp_path, capsys):
+    # an aligner made from other experts weights (the run retrained since): refused by name
+    shutil.copytree(aligned / "run", tmp_path / "run")
+    best = tmp_path / "run/units/sub-01/best.safetensors"
+    best.write_bytes((tmp_path / "run/units/sub-01/final.safetensors").read_bytes())
+    (tmp_path / "run/align/config.yaml").write_text(
+        (tmp_path / "run/align/config.yaml").read_text().replace(str(aligned / "run"), str(tmp_path / "run"))
+    )
+    code, _, err = run_cli(
+        capsys, "reconstruct", tmp_path / "run/align", "--out", tmp_path / "o", "--generator", "nearest"
+    )
+    assert code == 2 and "trained on other experts weights" in err and "Traceback" not in err
+    # a damaged aligner file
+    aligner_path(tmp_path / "run/align", "sub-01", 0).write_bytes(b"not safetensors")
+    code, _, err = run_cli(
+        capsys, "reconstruct", tmp_path / "run/align", "--out", tmp_path / "o", "--generator", "nearest"
+    )
+    assert code == 2 and "seed-0.safetensors: not a readable aligner file" in err
+    # a run without experts
+    import yaml
+
+    (tmp_path / "plain").mkdir()
+    saved = yaml.safe_load((aligned / "run/config.yaml").read_text())
+    saved["train"]["experts"] = None
+    (tmp_path / "plain/config.yaml").write_text(yaml.safe_dump(saved))
+    code, _, err = run_cli(capsys, "align", tmp_path / "plain")
+    assert code == 2 and "a run without experts" in err
+    # targets whose embeddings were never made: the embed command is named
+    code, _, err = run_cli(capsys, "align", aligned / "run", "--out", tmp_path / "a2", "--targets", "image,edge")
+    assert code == 2 and "edges__sim-features.json: no embeddings for view 'edges'" in err
