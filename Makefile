@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench clean reference
+.PHONY: setup demo test lint bench clean reference reference-recon
 
 setup: $(STAMP)
 
@@ -46,6 +46,29 @@ reference: $(STAMP)
 		--preprocessed $(REF_DIR)/preprocessed --store $(REF_DIR)/embeddings --dataset $(THINGS) \
 		--set 'data.evnet_encoder=$(EVNET)'
 	$(BIN)/eeg2image evaluate $(REF_DIR)/run-sub-$(SUBJECT)
+
+# The reference's reconstruction table (its Task 2) on real THINGS-EEG2: make reference-recon THINGS=/data/things-eeg2
+# SUBJECT=1. Needs in the Hugging Face cache (never downloaded): laion/CLIP-ViT-H-14-laion2B-s32B-b79K (experts'
+# targets, texts), LiheYoung/depth-anything-base-hf (depth maps), h94/IP-Adapter (models/image_encoder and
+# sdxl_models/ip-adapter_sdxl_vit-h.safetensors), stabilityai/sdxl-turbo; for the metrics the torchvision weights
+# and OpenAI ViT-L/14 in the torch / HF caches (a missing one is reported unavailable); a GPU.
+RECON_DIR ?= reference_recon
+VITH = openclip:ViT-H-14/laion2b_s32b_b79k
+IPA = ipadapter:h94/IP-Adapter
+RECON_VIEWS = original,edges,depth:model=LiheYoung/depth-anything-base-hf
+SUB2 = $(shell printf %02d $(SUBJECT))
+reference-recon: $(STAMP)
+	$(BIN)/eeg2image preprocess $(THINGS) $(RECON_DIR)/preprocessed --subjects $(SUBJECT) --preset ubp
+	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder $(VITH) --views $(RECON_VIEWS) --text-encoder $(VITH)
+	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder $(IPA) --views $(RECON_VIEWS)
+	$(BIN)/eeg2image train $(RECON_DIR)/run-sub-$(SUBJECT) --preset cogcap --subjects $(SUBJECT) \
+		--preprocessed $(RECON_DIR)/preprocessed --store $(RECON_DIR)/embeddings --dataset $(THINGS)
+	$(BIN)/eeg2image evaluate $(RECON_DIR)/run-sub-$(SUBJECT)
+	$(BIN)/eeg2image align $(RECON_DIR)/run-sub-$(SUBJECT) --encoder $(IPA) \
+		--set target_views.depth=depth-depth-anything-base-hf
+	$(BIN)/eeg2image reconstruct $(RECON_DIR)/run-sub-$(SUBJECT)/align --out $(RECON_DIR)/images --generator sdxl
+	$(BIN)/eeg2image evaluate-recon $(RECON_DIR)/images/sub-$(SUB2) --dataset $(THINGS)
+	$(BIN)/eeg2image table $(RECON_DIR)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -45,6 +45,24 @@ def test_nice_tsconv_has_1440_features():
     assert enc.tsconv.out_features == 1440
 
 
+def test_tsconv_runs_its_conv_and_pool_as_one_strided_conv_with_the_same_function_and_gradients():
+    """TSConv's temporal conv (25) + average pool (51, stride 5) run as one conv (kernel 75, stride 5): equal to the
+    layers one by one (float64), outputs and gradients, in training mode (batch norm on batch statistics)."""
+    from eeg2image.models.eeg_encoders import TSConv
+
+    torch.manual_seed(0)
+    m = TSConv(63, 250, dropout=0.0).double().train()
+    x = torch.randn(6, 63, 250, dtype=torch.float64, requires_grad=True)
+    params = [x, m.net[0].weight, m.net[0].bias, m.net[4].weight]
+    a, b = m(x), m.reference_forward(x)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    grads_a = torch.autograd.grad(a.pow(2).sum(), params)
+    grads_b = torch.autograd.grad(b.pow(2).sum(), params)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(ga, gb, rtol=1e-9, atol=1e-11)
+    assert a.shape == (6, 1440)
+
+
 def test_atms_uses_every_channel_and_its_own_token_for_subject_10():
     torch.manual_seed(0)
     enc = build_eeg_encoder("atms", n_chans=63, n_times=250, out_dim=32, n_subjects=10).eval()

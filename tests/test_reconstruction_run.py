@@ -138,6 +138,24 @@ def test_alignment_reads_no_test_data(aligned, tmp_path, monkeypatch):
     assert seen and set(seen) == {"training"}
 
 
+def test_the_diffusion_prior_flag_aligns_and_reconstructs(aligned, tmp_path, capsys):
+    """ATM's prior behind ``method=diffusion_prior``: one prior per target, conditioned on that modality's expert;
+    reconstruct samples from it (tiny widths here; the prior's learning is tested in test_align)."""
+    sets = ["method=diffusion_prior", "prior.hidden=[64,32]", "prior.time_embed_dim=16", "prior.epochs=3"]
+    sets += ["prior.steps=4", "prior.batch_size=64"]
+    args = ["align", aligned / "run", "--out", tmp_path / "prior", "--targets", "image", "--quiet"]
+    code, _, err = run_cli(capsys, *args, *[x for s in sets for x in ("--set", s)])
+    assert code == 0, err
+    meta = load_aligner(aligner_path(tmp_path / "prior", "sub-01", 1))[1]
+    assert meta["method"] == "diffusion_prior" and meta["conditions"] == {"image": "image"}
+    out = tmp_path / "recon"
+    code, _, err = run_cli(capsys, "reconstruct", tmp_path / "prior", "--out", out, "--generator", "nearest")
+    assert code == 0, err
+    assert len(list(out.glob("sub-01/seed-*/round-0/*.png"))) == 2 * N_TEST
+    code, _, err = run_cli(capsys, *args[:4], tmp_path / "p2", "--targets", "image,edge", "--set", sets[0])
+    assert code == 2 and "no ['edge'] expert(s)" in err
+
+
 def test_reconstruct_offline_resumes_and_is_scored(aligned, tmp_path, capsys):
     out = tmp_path / "recon"
     args = ["reconstruct", aligned / "run/align", "--out", out, "--generator", "nearest", "--set", "nearest_size=32"]
@@ -217,4 +235,4 @@ def test_refusals_name_what_is_wrong(aligned, tmp_path, capsys):
     assert code == 2 and "a run without experts" in err
     # targets whose embeddings were never made: the embed command is named
     code, _, err = run_cli(capsys, "align", aligned / "run", "--out", tmp_path / "a2", "--targets", "image,edge")
-    assert code == 2 and "edges__sim-features.json: no embeddings for view 'edges'" in err
+    assert code == 2 and "edges-100-200__sim-features.json: no embeddings for view 'edges-100-200'" in err

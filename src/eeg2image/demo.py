@@ -5,7 +5,10 @@ images with the offline, ImageNet-trained EfficientNet-Lite0 (the plain view and
 EVNet through a seeded frozen adapter into the same space, and the simulator's generating features (an oracle)
 -> show what the data hold -> train the multi-level-blur EEG encoder, 3 seeds stacked, for each row of the
 reference recipe's ablation -> evaluate zero-shot retrieval on the test images and merge the rows into one
-table. Each step is skipped when its output is already there and valid, so a second run is quick.
+table -> reconstruction: CognitionCapturerPro's experts (image, text, edge map) and fusion, one STH-Align per
+seed, and the offline generator (the nearest training image, a labelled baseline), scored with the metrics that
+need no downloaded network. Each step is skipped when its output is already there and valid, so a second run is
+quick.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     pre_root = workdir / "preprocessed"
     t0 = time.perf_counter()
 
-    print(f"[1/6] simulate THINGS-EEG2 ({preset} preset) -> {dataset}")
+    print(f"[1/7] simulate THINGS-EEG2 ({preset} preset) -> {dataset}")
     sim_cfg = simulation_config(preset)
     sim_json = dataset / "simulation.json"
     if sim_json.is_file() and read_json(sim_json).get("config", {}).get("preset") == preset:
@@ -92,15 +95,15 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     else:
         simulate_dataset(dataset, sim_cfg)
 
-    print(f"[2/6] preprocess sub-01 (63 channels, 250 Hz, 0-1 s, MVNN) -> {pre_root / 'sub-01'}")
+    print(f"[2/7] preprocess sub-01 (63 channels, 250 Hz, 0-1 s, MVNN) -> {pre_root / 'sub-01'}")
     pre = preprocess_subject(dataset, pre_root, 1, PreprocessConfig())  # returns at once when current
 
     print(
-        f"[3/6] embed the stimulus images (EfficientNet-Lite0, ImageNet-trained, offline) -> {workdir / 'embeddings'}"
+        f"[3/7] embed the stimulus images (EfficientNet-Lite0, ImageNet-trained, offline) -> {workdir / 'embeddings'}"
     )
     embed_demo_views(dataset, workdir / "embeddings")
 
-    print("[4/6] what the dataset holds")
+    print("[4/7] what the dataset holds")
     print(format_findings(inspect_dataset(dataset)))
     man = read_json(pre / "manifest.json")
     print(
@@ -121,6 +124,7 @@ def run_demo(workdir: str | Path, preset: str = "demo") -> None:
     fig = _figure(workdir, dataset, pre)
     print(f"  picture: {fig}")
     _train_and_evaluate(workdir, dataset, pre_root)
+    _reconstruct(workdir, dataset, pre_root)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 
@@ -158,12 +162,33 @@ ABLATION: dict[str, tuple[str, dict]] = {
     ),
 }
 FULL_RECIPE = "3-blur8-evnet-adapter"
+TEXT_ENCODER = "minilm"  # packaged all-MiniLM-L6-v2: the offline stand-in for a CLIP text tower
+
+#: The demo's brain side for reconstruction (on top of the demo's data paths): CognitionCapturerPro's experts for
+#: the modalities that exist offline (the image and its edge map by EfficientNet-Lite0, the concept's name by
+#: MiniLM; depth needs a depth network's weights) and their fusion. Smaller than released, to fit 2 CPU cores: the
+#: 17 posterior channels UBP uses, feed-forward width 256 (released: 2048), 10 epochs, seeds 0-1.
+RECON_RUN = {
+    "data.image_encoder": IMAGE_ENCODER,
+    "data.channels": "ubp17",
+    "data.val_fraction": 0.1,
+    "train.epochs": 10,
+    "train.batch_size": 128,
+    "train.lr": 1e-3,
+    "train.experts": {
+        "modalities": {"image": ["original"], "text": [f"text-template@{TEXT_ENCODER}"], "edge": ["edges-100-200"]},
+        "expert_options": {"d_ff": 256},
+        "text_epochs": 5,
+    },
+    "seeds": [0, 1],
+}
+RECON_METRICS = ["pixcorr", "ssim", "effnet_lite0_proxy"]
 
 
 def embed_demo_views(dataset: Path, store: Path) -> None:
     """Every table the ablation reads, each computed once (cached in the store on later runs)."""
-    from .features.embed import embed_images
-    from .features.encoders import build_image_encoder
+    from .features.embed import embed_images, embed_texts
+    from .features.encoders import build_image_encoder, build_text_encoder
     from .features.oracle import embed_simulation_features
     from .features.views import parse_views
 
@@ -171,10 +196,16 @@ def embed_demo_views(dataset: Path, store: Path) -> None:
     bank = parse_views("original,blur:k=3,blur:k=15,blur:k=21,blur:k=33,blur:k=45,blur:k=57,blur:k=63")
     results = embed_images(dataset, store, bank, build_image_encoder(IMAGE_ENCODER))
     results += embed_images(dataset, store, parse_views("original"), build_image_encoder(EVNET_ENCODER))
+    results += embed_images(dataset, store, parse_views("edges"), build_image_encoder(IMAGE_ENCODER))
     results += embed_simulation_features(dataset, store)
+    results += embed_texts(dataset, store, build_text_encoder(TEXT_ENCODER), progress=False)
     for r in results:
         print(f"      {r.partition:<9} {r.view:<10} {r.encoder:<24} {r.status:<9} {r.n_images} images")
     print(f"      ({time.perf_counter() - t0:.0f} s)")
+
+
+def _data_paths(workdir: Path, dataset: Path, pre_root: Path) -> dict[str, str]:
+    return {"data.preprocessed": str(pre_root), "data.store": str(workdir / "embeddings"), "data.dataset": str(dataset)}
 
 
 def _train_and_evaluate(workdir: Path, dataset: Path, pre_root: Path) -> None:
@@ -182,13 +213,9 @@ def _train_and_evaluate(workdir: Path, dataset: Path, pre_root: Path) -> None:
     from .runs import run_config
 
     runs = workdir / "runs"
-    paths = {
-        "data.preprocessed": str(pre_root),
-        "data.store": str(workdir / "embeddings"),
-        "data.dataset": str(dataset),
-    }
-    print(f"[5/6] train the multi-level-blur EEG encoder (VED), seeds 0-2 together, for each row -> {runs}")
-    print("[6/6] and evaluate zero-shot retrieval on the 50 test images (only `evaluate` reads them)")
+    paths = _data_paths(workdir, dataset, pre_root)
+    print(f"[5/7] train the multi-level-blur EEG encoder (VED), seeds 0-2 together, for each row -> {runs}")
+    print("[6/7] and evaluate zero-shot retrieval on the 50 test images (only `evaluate` reads them)")
     for old in sorted(p for p in runs.glob("*") if p.is_dir() and p.name not in ABLATION):  # the demo owns runs/
         print(f"      {old}: a row of an older demo, removed")
         shutil.rmtree(old)
@@ -208,4 +235,39 @@ def _train_and_evaluate(workdir: Path, dataset: Path, pre_root: Path) -> None:
     print(
         f"per run: {runs}/<run>/report.md, metrics.json, top5.png (EEG queries and their top-5 images), "
         "units/sub-01/curves.png (training curves)"
+    )
+
+
+def _reconstruct(workdir: Path, dataset: Path, pre_root: Path) -> None:
+    """Experts -> STH-Align -> the nearest training image -> offline metrics, and one table with both."""
+    from .evaluation.reconstruction import evaluate_reconstructions
+    from .evaluation.table import write_table
+    from .generation.reconstruct import ReconstructConfig, reconstruct_run
+    from .models.align import AlignConfig
+    from .pipeline import train_and_evaluate
+    from .runs import AlignStageConfig, config_changes, run_config
+    from .training.align import align_run
+
+    root = workdir / "reconstruction"
+    run_dir, images = root / "experts", root / "images"
+    paths = _data_paths(workdir, dataset, pre_root)
+    cfg = run_config(None, None, **paths, **RECON_RUN)
+    if config_changes(run_dir / "config.yaml", cfg):  # the demo owns this folder: an older demo's run is replaced
+        print(f"      {root}: made by an older demo, removed")
+        shutil.rmtree(root)
+    print(f"[7/7] reconstruction: experts (image, text, edge) + fusion, seeds 0-1 -> {run_dir}")
+    log = lambda m: print("      " + m)  # noqa: E731
+    train_and_evaluate(cfg, run_dir, progress=True, log=log)
+    align = AlignStageConfig(run=str(run_dir), align=AlignConfig(targets=["image", "edge"]))
+    align_run(align, run_dir / "align", progress=False, log=log)
+    recon = ReconstructConfig(generator="nearest", nearest_size=128)
+    for folder in reconstruct_run(run_dir / "align", images, recon, progress=False, log=log):
+        evaluate_reconstructions(folder, dataset, metrics=RECON_METRICS, log=log)
+    md = write_table(root)[1]
+    print()
+    print(md.read_text())
+    print(
+        f"reconstructions: {images}/sub-01/grid.png (test images | the images generated for them), report.md; the "
+        "generator here is the nearest training image, a retrieval baseline: SDXL-Turbo runs with `eeg2image "
+        "reconstruct --generator sdxl` where its weights are present"
     )

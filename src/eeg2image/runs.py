@@ -36,6 +36,7 @@ from .models.align import TARGET_VIEWS, AlignConfig
 from .models.eeg_encoders import EEG_ENCODERS, check_eeg_options
 from .models.experts import ExpertsConfig
 from .models.fusion import TargetConfig
+from .models.prior import PriorConfig
 from .models.retrieval import ModelConfig
 
 __all__ = [
@@ -299,12 +300,22 @@ class AlignStageConfig:
     encoder: str = ""  # encoder of the targets in the run's store ("": the run's data.image_encoder); the
     # reference: ipadapter:h94/IP-Adapter (the adapter's own image_embeds)
     weights: str = "validation_selected"  # or final; validation_selected falls back to final when not validating
-    align: AlignConfig = field(default_factory=AlignConfig)
+    # target -> the stored view its embeddings are read from (e.g. depth: depth-depth-anything-base-hf for the
+    # Depth Anything V1 ViT-B the reference used)
+    target_views: dict[str, str] = field(default_factory=lambda: dict(TARGET_VIEWS))
+    # sth_align (CognitionCapturerPro's STH-Align, the method) or diffusion_prior (ATM's prior, one per target,
+    # each conditioned on the same modality's expert)
+    method: str = "sth_align"
+    align: AlignConfig = field(default_factory=AlignConfig)  # STH-Align's settings (and the targets of both)
+    prior: PriorConfig = field(default_factory=PriorConfig)  # the diffusion prior's
 
     def __post_init__(self) -> None:
         check_option("weights", self.weights, ALIGN_WEIGHTS, where="align weights")
+        check_option("method", self.method, ("sth_align", "diffusion_prior"), where="align method")
         for t in self.align.targets:
             check_option("aligner target", t, TARGET_VIEWS, where="align.targets")
+            if t not in self.target_views:
+                raise ConfigError(f"target_views has no view for aligner target {t!r}")
 
 
 def aligner_path(out: Path, unit: str, seed: int) -> Path:

@@ -28,7 +28,7 @@ from ..config import to_dict
 from ..data.preprocess import read_our_preprocessed
 from ..data.things_eeg2 import ImageSet, resolve_channels
 from ..io import DataFormatError, MissingDataError, check_option, file_sha256, folder_lock, write_manifest
-from ..models.align import TARGET_VIEWS, aligner_inputs, load_aligner
+from ..models.align import load_aligner
 from ..models.retrieval import embed_eeg, load_stack
 from ..runs import aligner_path, experts_weights, read_align_config, read_run_config, subject_folder, units_of
 from .gallery import NearestTrainingImage
@@ -125,10 +125,9 @@ def reconstruct_run(
                 if generator is None:
                     generator, label = _generator(cfg, acfg, run_cfg, root, targets, pipeline_factory, prompt_embeds)
                 for i, seed in enumerate(meta["seeds"]):
-                    model = aligners[seed]
-                    x = aligner_inputs({k: v[i].cpu() for k, v in eeg.items()}, model.config.inputs, str(wfile))
-                    with torch.no_grad():
-                        pred = model(x)
+                    # a sampling aligner (the diffusion prior) draws from the run seed's own generator
+                    gen = torch.Generator().manual_seed(seed)
+                    pred = aligners[seed].predict({k: v[i].cpu() for k, v in eeg.items()}, gen)
                     log(f"{unit.name}, subject {subject}, seed {seed}: {len(stimuli)} stimuli -> {folder}")
                     _generate(generator, cfg, folder, pred, stimuli, seed, progress)
                 write_manifest(
@@ -147,7 +146,8 @@ def _generator(cfg, acfg, run_cfg, root, targets, pipeline_factory, prompt_embed
     """(the generator, its label for reports)."""
     if cfg.generator == "nearest":
         encoder = acfg.encoder or run_cfg.data.image_encoder
-        gen = NearestTrainingImage(root, run_cfg.data.store, TARGET_VIEWS["image"], encoder, size=cfg.nearest_size)
+        view = acfg.target_views["image"]
+        gen = NearestTrainingImage(root, run_cfg.data.store, view, encoder, size=cfg.nearest_size)
         return gen, f"{gen.label}; gallery: training images by {encoder}"
     n = len(targets)
     if pipeline_factory is not None:

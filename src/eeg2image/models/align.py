@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import from_dict, to_dict
+from ..features.views import CannyEdges, DepthMap
 from ..io import DataFormatError, MissingDataError, check_range, save_safetensors
 
 __all__ = [
@@ -43,8 +44,8 @@ __all__ = [
 ALIGN_INPUTS = ("image", "depth", "edge", "fusion")
 #: The generator-side targets it predicts (IP-Adapter ``image_embeds`` of these views of the stimulus).
 ALIGN_TARGETS = ("image", "edge", "depth")
-#: The stored view each target is embedded from.
-TARGET_VIEWS = {"image": "original", "edge": "edges", "depth": "depth"}
+#: The stored view each target is embedded from (``eeg2image embed --views original,edges,depth``'s names).
+TARGET_VIEWS = {"image": "original", "edge": CannyEdges().name, "depth": DepthMap().name}
 
 
 @dataclass
@@ -112,6 +113,13 @@ class STHAlign(nn.Module):
         # the training targets' mean norm per head (set by training; used when output_scale is target_norm)
         self.register_buffer("target_norm", torch.ones(len(cfg.targets)))
 
+    @torch.no_grad()
+    def predict(
+        self, eeg: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """{target: (N, out_dim)} for the brain side's embeddings {key: (N, in_dim)} (deterministic: no sampling)."""
+        return self(aligner_inputs(eeg, self.config.inputs, "the EEG model"))
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``mask`` (B, len(inputs)) of 0/1 zeroes input modalities (training-time masking)."""
         if mask is not None:
@@ -155,22 +163,34 @@ def aligner_inputs(eeg: dict[str, torch.Tensor], inputs: list[str], source: str 
     return torch.stack([eeg[k] for k in inputs], dim=-2)
 
 
-def save_aligner(path: Path, model: STHAlign, extra: dict[str, Any] | None = None) -> None:
-    """The aligner's weights with its ``AlignConfig`` and dimensions in the metadata (atomic, byte-stable)."""
-    meta = {
-        "align_config": to_dict(model.config),
-        "in_dim": model.in_dim,
-        "out_dim": model.out_dim,
-        **(extra or {}),
-    }
+def save_aligner(path: Path, model: nn.Module, extra: dict[str, Any] | None = None) -> None:
+    """An aligner's weights (STH-Align or the diffusion prior) with what rebuilds it in the metadata: its config
+    and dimensions (atomic, byte-stable)."""
+    from .prior import DiffusionPriorAligner
+
+    if isinstance(model, DiffusionPriorAligner):
+        meta = {
+            "method": "diffusion_prior",
+            "prior_config": to_dict(model.config),
+            "conditions": model.conditions,
+            "embed_dim": model.embed_dim,
+            "cond_dim": model.cond_dim,
+        }
+    else:
+        meta = {"method": "sth_align", "align_config": to_dict(model.config), "in_dim": model.in_dim}
+        meta["out_dim"] = model.out_dim
+    meta.update(extra or {})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_safetensors(path, tensors, {k: json.dumps(v) for k, v in meta.items()})
 
 
-def load_aligner(path: Path) -> tuple[STHAlign, dict[str, Any]]:
-    """The aligner saved at ``path`` (eval mode) and its metadata; a file that is no aligner is named."""
+def load_aligner(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The aligner saved at ``path`` (eval mode; ``.predict({key: (N, D)})`` -> {target: (N, D')}) and its
+    metadata; a file that is no aligner is named."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
+
+    from .prior import DiffusionPriorAligner, PriorConfig
 
     path = Path(path)
     if not path.is_file():
@@ -180,9 +200,13 @@ def load_aligner(path: Path) -> tuple[STHAlign, dict[str, Any]]:
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataFormatError(f"{path}: not a readable aligner file ({exc}); run `eeg2image align` again") from exc
-    if "align_config" not in meta:
+    if meta.get("method") == "diffusion_prior":
+        pcfg = from_dict(PriorConfig, meta["prior_config"], where="prior_config")
+        model = DiffusionPriorAligner(pcfg, meta["conditions"], meta["embed_dim"], meta["cond_dim"])
+    elif "align_config" in meta:
+        cfg = from_dict(AlignConfig, meta["align_config"], where="align_config")
+        model = STHAlign(cfg, meta["in_dim"], meta["out_dim"])
+    else:
         raise DataFormatError(f"{path}: not an aligner weights file (no align_config in its metadata)")
-    cfg = from_dict(AlignConfig, meta["align_config"], where="align_config")
-    model = STHAlign(cfg, meta["in_dim"], meta["out_dim"])
     model.load_state_dict(load_file(str(path)))
     return model.eval(), meta

@@ -261,7 +261,20 @@ class TSConv(nn.Module):
         self.out_features = width * ((n_times - 24 - 51) // 5 + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.unsqueeze(1)).permute(0, 3, 2, 1).flatten(1)  # b e 1 w -> b (w e)
+        # the temporal conv (kernel 25) and the average pool (51, stride 5) are both linear in time, so they are
+        # one strided conv whose kernel (75) is the conv's kernel smeared by the box: the same function (to
+        # float rounding; tested against the two layers) at a third of the cost, in one kernel call
+        conv, pool = self.net[0], self.net[1]
+        k, stride = pool.kernel_size[1], pool.stride[1]
+        w = conv.weight.reshape(conv.out_channels, 1, conv.kernel_size[1])
+        box = torch.full((1, 1, k), 1.0 / k, dtype=w.dtype, device=w.device)
+        fused = F.conv1d(F.pad(w, (k - 1, k - 1)), box).unsqueeze(2)  # (width, 1, 1, 25 + k - 1)
+        h = F.conv2d(x.unsqueeze(1), fused, conv.bias, stride=(1, stride))
+        return self.net[2:](h).permute(0, 3, 2, 1).flatten(1)  # b e 1 w -> b (w e)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers one by one, as NICE runs them (what ``forward`` computes)."""
+        return self.net(x.unsqueeze(1)).permute(0, 3, 2, 1).flatten(1)
 
 
 class ProjectionHead(nn.Module):

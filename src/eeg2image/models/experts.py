@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..features.views import CannyEdges, DepthMap
 from ..io import ConfigError, check_option, check_range
 from .eeg_encoders import PostNormTransformerLayer, build_eeg_encoder, check_eeg_options, sinusoidal_positions
 from .losses import ScaleMode, SymmetricInfoNCE
@@ -47,8 +48,14 @@ MODALITY_KEYS = ("image", "text", "depth", "edge")
 EXPERT_KEYS = (*MODALITY_KEYS, "fusion")
 #: The entry of a training batch's view dict that carries the step's modality mask (B, M) for ``fusion_mod``.
 MASK_KEY = "_modality_mask"
-#: The released pairing of modalities and views (the image itself, its caption, its depth map, its edge map).
-DEFAULT_VIEWS = {"image": ["original"], "text": ["text-template"], "depth": ["depth"], "edge": ["edges"]}
+#: The released pairing of modalities and views (the image itself, its caption, its depth map, its edge map), as
+#: ``eeg2image embed`` names them (``--views original,depth,edges``; texts: ``--text-encoder``).
+DEFAULT_VIEWS = {
+    "image": ["original"],
+    "text": ["text-template"],
+    "depth": [DepthMap().name],
+    "edge": [CannyEdges().name],
+}
 
 
 class ModalityFusion(nn.Module):

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from ..datasets import concept_disjoint_split
 from ..io import DataFormatError
 from ..models.align import (
-    TARGET_VIEWS,
     AlignConfig,
     STHAlign,
     align_loss,
@@ -26,6 +25,7 @@ from ..models.align import (
     load_aligner,
     save_aligner,
 )
+from ..models.prior import PriorConfig
 from ..runs import AlignStageConfig
 
 __all__ = [
@@ -35,12 +35,13 @@ __all__ = [
     "mean_cosine",
     "save_aligner",
     "train_aligner",
+    "train_prior",
 ]
 
 
 @dataclass
 class AlignResult:
-    model: STHAlign  # at its selected epoch (the best validation cosine), eval mode
+    model: torch.nn.Module  # STHAlign or DiffusionPriorAligner at its selected epoch, eval mode
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int | None = None
     val_images: int = 0
@@ -176,7 +177,7 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
     inputs = [k for k in cfg.align.inputs if k in experts.keys()]
     if not inputs:
         raise DataFormatError(f"{run_dir}: the experts give {experts.keys()}; align.inputs asks for {cfg.align.inputs}")
-    if inputs != list(cfg.align.inputs):
+    if inputs != list(cfg.align.inputs) and cfg.method == "sth_align":
         log(f"the run has no {[k for k in cfg.align.inputs if k not in inputs]} expert(s): the aligner reads {inputs}")
     acfg = AlignConfig(**{**to_dict(cfg.align), "inputs": inputs})
     saved = Path(out) / "config.yaml"
@@ -186,7 +187,15 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             f"{out} holds aligners of another configuration (differs in {', '.join(changed)}); align into a new "
             "folder — nothing was overwritten"
         )
-    target_views = {t: f"{TARGET_VIEWS[t]}@{encoder}" for t in acfg.targets}
+    target_views = {t: f"{cfg.target_views[t]}@{encoder}" for t in acfg.targets}
+    conditions = {t: t for t in acfg.targets}  # the prior: each target conditioned on its own modality's expert
+    if cfg.method == "diffusion_prior":
+        missing = [t for t in conditions if t not in experts.keys()]
+        if missing:
+            raise DataFormatError(
+                f"{run_dir}: the diffusion prior conditions each target on the same modality's expert; the run has "
+                f"no {missing} expert(s) (it has {experts.keys()}): align fewer targets (--targets)"
+            )
     with folder_lock(out, "align"):
         save_config(cfg, saved)
         written = {}
@@ -199,14 +208,19 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             split = load_unit_split(run_cfg, unit, views=[*run_cfg.train.required_views(), *target_views.values()])
             stack, meta = load_stack(wfile, engine=run_cfg.engine)
             q, sub, img = split.queries()
-            x = aligner_inputs(embed_eeg(stack, q, sub), inputs, str(wfile))  # (S, N, K, D)
+            eeg = embed_eeg(stack, q, sub)
+            x = aligner_inputs(eeg, inputs, str(wfile))  # (S, N, K, D)
             targets = {t: split.views[v][torch.as_tensor(img)] for t, v in target_views.items()}
             concept = split.concept[img]
             log(f"{unit.name}: {len(q)} training rows, inputs {inputs} from {wfile.name}, targets {target_views}")
             for i, seed in enumerate(meta["seeds"]):
                 if seed not in pending:
                     continue
-                res = train_aligner(acfg, x[i], targets, concept, seed=seed, progress=progress)
+                if cfg.method == "diffusion_prior":
+                    rows = {k: v[i] for k, v in eeg.items()}
+                    res = train_prior(cfg.prior, rows, targets, conditions, concept, seed=seed, progress=progress)
+                else:
+                    res = train_aligner(acfg, x[i], targets, concept, seed=seed, progress=progress)
                 extra = {
                     "run": str(run_dir),
                     "unit": unit.name,
@@ -222,7 +236,8 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
                 path = aligner_path(out, unit.name, seed)
                 save_aligner(path, res.model, extra)
                 last = res.history[res.best_epoch - 1] if res.best_epoch else {}
-                log(f"{unit.name} seed {seed}: epoch {res.best_epoch} selected, {last.get('val_cosine')}")
+                score = last.get("val_cosine", last.get("val_loss"))
+                log(f"{unit.name} seed {seed}: epoch {res.best_epoch} selected (validation {score})")
                 written[f"{unit.name}/seed-{seed}"] = str(path.relative_to(out))
         write_manifest(
             out,
@@ -232,3 +247,82 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             outputs={"aligners": "units/<unit>/seed-<S>.safetensors"},
         )
     return out
+
+
+@torch.no_grad()
+def _prior_val_loss(model, eeg, targets, seed: int) -> float:
+    """The DDPM loss on the validation rows with fixed noise, timesteps and dropped conditions (comparable between
+    epochs), eval mode."""
+    was = model.training
+    model.eval()
+    loss = float(model.loss(eeg, targets, torch.Generator().manual_seed(seed + 1)))
+    model.train(was)
+    return loss
+
+
+def train_prior(
+    cfg: PriorConfig,
+    eeg: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    conditions: dict[str, str],
+    concept: np.ndarray,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> AlignResult:
+    """ATM's diffusion prior per target on the training rows (``eeg`` {key: (N, C)}, ``targets`` {target: (N, D)});
+    Adam with a cosine schedule after ``warmup_steps``, clipping; the epoch with the lowest validation DDPM loss on
+    held-out concepts is kept."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    from ..models.prior import DiffusionPriorAligner
+
+    dev = torch.device(device)
+    tr, va = concept_disjoint_split(np.asarray(concept), cfg.val_fraction, cfg.val_seed)
+    e = {k: v.float().to(dev) for k, v in eeg.items()}
+    y = {t: targets[t].float().to(dev) for t in conditions}
+    dims = {y[t].shape[1] for t in conditions}
+    cond_dims = {e[conditions[t]].shape[1] for t in conditions}
+    if len(dims) != 1 or len(cond_dims) != 1:
+        raise DataFormatError(f"the prior's targets or conditions differ in width: {sorted(dims)}, {sorted(cond_dims)}")
+    torch.manual_seed(seed)
+    model = DiffusionPriorAligner(cfg, conditions, dims.pop(), cond_dims.pop()).to(dev)
+    steps = max(1, len(tr) // cfg.batch_size) if len(tr) >= cfg.batch_size else 1
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.epochs * steps // 2), cfg.epochs * steps)
+    gen = torch.Generator().manual_seed(seed)
+    tr_t, va_t = torch.as_tensor(tr, device=dev), torch.as_tensor(va, device=dev)
+    best_score, best_state, best_epoch = np.inf, None, None
+    history: list[dict[str, Any]] = []
+    from tqdm.auto import tqdm
+
+    for epoch in tqdm(range(cfg.epochs), desc="prior", disable=not progress, unit="epoch"):
+        model.train()
+        order = tr_t[torch.randperm(len(tr), generator=gen).to(dev)]
+        total = 0.0
+        for b in range(steps):
+            rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size] if steps > 1 else order
+            loss = model.loss({k: v[rows] for k, v in e.items()}, {t: v[rows] for t, v in y.items()}, gen)
+            if not torch.isfinite(loss):
+                raise DataFormatError(f"prior epoch {epoch + 1}: the loss became NaN/Inf; lower prior.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / steps}
+        if len(va):
+            rec["val_loss"] = _prior_val_loss(
+                model, {k: v[va_t] for k, v in e.items()}, {t: v[va_t] for t, v in y.items()}, seed
+            )
+            if rec["val_loss"] < best_score:
+                best_score, best_epoch = rec["val_loss"], epoch + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        history.append(rec)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = cfg.epochs
+    return AlignResult(model.eval(), history, best_epoch, len(np.unique(np.asarray(concept)[va])) if len(va) else 0)
