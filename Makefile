@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/eeg2image demo --workdir $(DEMO_DIR)
 
 test: lint
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -51,3 +51,23 @@ def tiny_oracle_store(tiny_dataset, tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("oracle") / "store"
     embed_simulation_features(tiny_dataset, store)
     return store
+
+
+#: The ``learnable`` dataset's test images: chance is 1/40 top-1, 5/40 top-5.
+LEARNABLE_TEST_IMAGES = 40
+
+
+@pytest.fixture(scope="session")
+def learnable(tmp_path_factory) -> Path:
+    """300 training images, 40 test images, stronger image-specific EEG than the default simulation,
+    preprocessed like the authors' files (17 channels, 100 Hz), oracle targets (the generating features).
+    Shared: read it, never write below it."""
+    from eeg2image.data.preprocess import preset_config
+    from eeg2image.features.oracle import embed_simulation_features
+
+    root = tmp_path_factory.mktemp("learnable")
+    cfg = simulation_config("small", seed=5, n_test_concepts=LEARNABLE_TEST_IMAGES, specific_uv=12.0)
+    simulate_dataset(root / "ds", cfg, progress=False)
+    preprocess_subject(root / "ds", root / "pre", 1, preset_config("authors"), progress=False)
+    embed_simulation_features(root / "ds", root / "store")
+    return root

@@ -13,13 +13,10 @@ import torch
 from badinput import run_cli
 from test_faults import digest, eeg2image, killed
 
-from eeg2image.data.preprocess import preprocess_subject, preset_config
-from eeg2image.data.simulate import simulate_dataset, simulation_config
 from eeg2image.datasets import load_pairs
 from eeg2image.evaluation.evaluate import evaluate_run
 from eeg2image.features.embed import embed_texts
 from eeg2image.features.encoders import build_text_encoder
-from eeg2image.features.oracle import embed_simulation_features
 from eeg2image.generation.reconstruct import ReconstructConfig, eeg_queries, reconstruct_run
 from eeg2image.generation.sdxl import GenerationConfig, tiny_prompt_embeds, tiny_sdxl_pipeline
 from eeg2image.models.align import aligner_inputs, load_aligner
@@ -30,19 +27,19 @@ from eeg2image.training.run import train_run
 N_TEST = 40
 EXPERTS = {
     "modalities": {"image": ["original"], "text": ["text-template@minilm"]},
-    "expert_options": {"d_ff": 64},
+    "expert_options": {"d_ff": 32},
     "text_epochs": 10,
 }
 
 
 @pytest.fixture(scope="module")
-def aligned(tmp_path_factory):
-    """A trained experts run (seeds 0 and 1) with its aligners in RUN/align."""
+def aligned(learnable, tmp_path_factory):
+    """A trained experts run (seeds 0 and 1) with its aligners in RUN/align, on the shared ``learnable`` dataset
+    (its store copied, MiniLM texts added to the copy)."""
     root = tmp_path_factory.mktemp("recon")
-    cfg = simulation_config("small", seed=5, n_test_concepts=N_TEST, specific_uv=12.0)
-    simulate_dataset(root / "ds", cfg, progress=False)
-    preprocess_subject(root / "ds", root / "pre", 1, preset_config("authors"), progress=False)
-    embed_simulation_features(root / "ds", root / "store")
+    (root / "ds").symlink_to(learnable / "ds")
+    (root / "pre").symlink_to(learnable / "pre")
+    shutil.copytree(learnable / "store", root / "store")
     embed_texts(root / "ds", root / "store", build_text_encoder("minilm", device="cpu"), progress=False)
     run = run_config(
         None,
@@ -52,7 +49,7 @@ def aligned(tmp_path_factory):
             "data.store": str(root / "store"),
             "data.dataset": str(root / "ds"),
             "data.image_encoder": "sim-features",
-            "train.epochs": 12,
+            "train.epochs": 8,
             "train.batch_size": 64,
             "train.experts": EXPERTS,
             "seeds": [0, 1],
@@ -152,7 +149,7 @@ def test_the_diffusion_prior_flag_aligns_and_reconstructs(aligned, tmp_path, cap
     code, _, err = run_cli(capsys, "reconstruct", tmp_path / "prior", "--out", out, "--generator", "nearest")
     assert code == 0, err
     assert len(list(out.glob("sub-01/seed-*/round-0/*.png"))) == 2 * N_TEST
-    code, _, err = run_cli(capsys, *args[:4], tmp_path / "p2", "--targets", "image,edge", "--set", sets[0])
+    code, _, err = run_cli(capsys, *args[:3], tmp_path / "p2", "--targets", "image,edge", "--set", sets[0])
     assert code == 2 and "no ['edge'] expert(s)" in err
 
 
@@ -165,6 +162,9 @@ def test_reconstruct_offline_resumes_and_is_scored(aligned, tmp_path, capsys):
     first = digest(out, "*.png")
     code, _, _ = run_cli(capsys, *args, "--quiet")
     assert code == 0 and digest(out, "*.png") == first  # a rerun makes nothing new
+    code, _, err = run_cli(capsys, *args[:-1], "nearest_size=48", "--quiet")  # other settings, same folder
+    assert code == 2 and "holds images made from other inputs (differ in settings_sha256)" in err
+    assert digest(out, "*.png") == first
     code, _, err = run_cli(
         capsys, "evaluate-recon", out / "sub-01", "--dataset", aligned / "ds", "--metrics", "pixcorr,ssim"
     )

@@ -24,18 +24,6 @@ from eeg2image.training.run import train_run
 N_TEST = 40  # chance: top-1 2.5%, top-5 12.5%
 
 
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    """300 training images, 40 test images, stronger image-specific EEG than the default simulation,
-    preprocessed like the authors' files (17 channels, 100 Hz), oracle targets (the generating features)."""
-    root = tmp_path_factory.mktemp("learnable")
-    cfg = simulation_config("small", seed=5, n_test_concepts=N_TEST, specific_uv=12.0)
-    simulate_dataset(root / "ds", cfg, progress=False)
-    preprocess_subject(root / "ds", root / "pre", 1, preset_config("authors"), progress=False)
-    embed_simulation_features(root / "ds", root / "store")
-    return root
-
-
 def config_for(root, **over):
     base = {
         "data.preprocessed": str(root / "pre"),

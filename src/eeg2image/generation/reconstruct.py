@@ -27,7 +27,15 @@ import torch
 from ..config import to_dict
 from ..data.preprocess import read_our_preprocessed
 from ..data.things_eeg2 import ImageSet, resolve_channels
-from ..io import DataFormatError, MissingDataError, check_option, file_sha256, folder_lock, write_manifest
+from ..io import (
+    DataFormatError,
+    MissingDataError,
+    check_option,
+    file_sha256,
+    folder_lock,
+    json_sha256,
+    write_manifest,
+)
 from ..models.align import load_aligner
 from ..models.retrieval import embed_eeg, load_stack
 from ..runs import aligner_path, experts_weights, read_align_config, read_run_config, subject_folder, units_of
@@ -102,9 +110,10 @@ def reconstruct_run(
             wfile = experts_weights(run_dir, unit, acfg.weights)
             stack, meta = load_stack(wfile, engine=run_cfg.engine, device=_device(cfg.device))
             sha = file_sha256(wfile)
-            aligners = {}
+            aligners, aligner_sha = {}, {}
             for seed in meta["seeds"]:
                 model, ameta = load_aligner(aligner_path(align_dir, unit.name, seed))
+                aligner_sha[str(seed)] = file_sha256(aligner_path(align_dir, unit.name, seed))
                 if ameta.get("experts_sha256") != sha:
                     raise DataFormatError(
                         f"{aligner_path(align_dir, unit.name, seed)}: trained on other experts weights than "
@@ -124,22 +133,41 @@ def reconstruct_run(
                 folder = out / f"sub-{subject:02d}"
                 if generator is None:
                     generator, label = _generator(cfg, acfg, run_cfg, root, targets, pipeline_factory, prompt_embeds)
+                # written first: a rerun resumes only images made from the same experts, aligners and settings
+                inputs = {"experts": str(wfile), "experts_sha256": sha, "aligners_sha256": aligner_sha}
+                inputs["settings_sha256"] = json_sha256({k: v for k, v in to_dict(cfg).items() if k != "device"})
+                _claim(folder, inputs)
+                write_manifest(
+                    folder,
+                    stage="reconstruct",
+                    config={"reconstruct": to_dict(cfg), "align": to_dict(acfg)},
+                    inputs=inputs,
+                    outputs={"images": "seed-<S>/round-<R>/<stimulus>.png"},
+                    extra={"generator": label, "subject": subject, "seeds": meta["seeds"], "unit": unit.name},
+                )
                 for i, seed in enumerate(meta["seeds"]):
                     # a sampling aligner (the diffusion prior) draws from the run seed's own generator
                     gen = torch.Generator().manual_seed(seed)
                     pred = aligners[seed].predict({k: v[i].cpu() for k, v in eeg.items()}, gen)
                     log(f"{unit.name}, subject {subject}, seed {seed}: {len(stimuli)} stimuli -> {folder}")
                     _generate(generator, cfg, folder, pred, stimuli, seed, progress)
-                write_manifest(
-                    folder,
-                    stage="reconstruct",
-                    config={"reconstruct": to_dict(cfg), "align": to_dict(acfg)},
-                    inputs={"align": str(align_dir), "experts": str(wfile), "experts_sha256": sha},
-                    outputs={"images": "seed-<S>/round-<R>/<stimulus>.png"},
-                    extra={"generator": label, "subject": subject, "seeds": meta["seeds"], "unit": unit.name},
-                )
                 folders.append(folder)
     return folders
+
+
+def _claim(folder: Path, inputs: dict[str, Any]) -> None:
+    """Refuse a folder holding images made from other experts, aligners or settings (nothing is overwritten)."""
+    from ..io import read_json
+
+    man = folder / "manifest.json"
+    if man.is_file() and any(folder.glob("seed-*/round-*/*.png")):
+        old = read_json(man).get("inputs", {})
+        changed = sorted(k for k in set(old) | set(inputs) if old.get(k) != inputs.get(k))
+        if changed:
+            raise DataFormatError(
+                f"{folder} holds images made from other inputs (differ in {', '.join(changed)}); reconstruct into a "
+                "new folder — nothing was overwritten"
+            )
 
 
 def _generator(cfg, acfg, run_cfg, root, targets, pipeline_factory, prompt_embeds):

@@ -237,7 +237,8 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
                 save_aligner(path, res.model, extra)
                 last = res.history[res.best_epoch - 1] if res.best_epoch else {}
                 score = last.get("val_cosine", last.get("val_loss"))
-                log(f"{unit.name} seed {seed}: epoch {res.best_epoch} selected (validation {score})")
+                how = f"selected (validation {score})" if score is not None else "(the last: no validation split)"
+                log(f"{unit.name} seed {seed}: epoch {res.best_epoch} {how}")
                 written[f"{unit.name}/seed-{seed}"] = str(path.relative_to(out))
         write_manifest(
             out,
