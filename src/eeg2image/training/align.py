@@ -198,7 +198,6 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             )
     with folder_lock(out, "align"):
         save_config(cfg, saved)
-        written = {}
         for unit in units_of(run_cfg):
             wfile = experts_weights(run_dir, unit, cfg.weights)
             pending = [s for s in run_cfg.seeds if not aligner_path(out, unit.name, s).is_file()]
@@ -239,7 +238,6 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
                 score = last.get("val_cosine", last.get("val_loss"))
                 how = f"selected (validation {score})" if score is not None else "(the last: no validation split)"
                 log(f"{unit.name} seed {seed}: epoch {res.best_epoch} {how}")
-                written[f"{unit.name}/seed-{seed}"] = str(path.relative_to(out))
         write_manifest(
             out,
             stage="align",

@@ -141,6 +141,8 @@ class TrainState:
         dim = next(iter(train.views.values())).shape[1]
         n_subjects = max(10, int(np.max(train.subject)))
         dims = {m: train.views[cfg.experts.view_of(m)].shape[1] for m in cfg.experts.modalities} if cfg.experts else {}
+        if dims:  # the experts' shared width: the fusion's (the image modality's when there is one)
+            dim = dims.get("image", next(iter(dims.values())))
         mcfg = cfg.model_config(train.eeg.shape[2], train.eeg.shape[3], dim, train.sfreq, n_subjects, dims)
         stack = SeedStack(build_models(mcfg, seeds, train.views), resolve_engine(engine, dev)).to(dev)
         model, group = wrap(stack, dev, dist)
