@@ -76,6 +76,64 @@ def mean_cosine(model: STHAlign, inputs: torch.Tensor, targets: dict[str, torch.
     return {t: float(F.cosine_similarity(u, targets[t], dim=-1).mean()) for t, u in pred.items()}
 
 
+def _steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    return max(1, n_rows // batch_size) if n_rows >= batch_size else 1
+
+
+def _n_concepts(concept: np.ndarray, va: np.ndarray) -> int:
+    return len(np.unique(np.asarray(concept)[va])) if len(va) else 0
+
+
+@dataclass
+class _Fit:
+    """The loop both aligners train with: per epoch a seeded shuffle of the training rows, one clipped step per
+    batch (a NaN/Inf loss stops it by name), then ``validate`` (returns the record's entries and a score, higher
+    is better) keeps the best epoch's weights; without validation rows the last epoch is kept."""
+
+    batch_size: int
+    epochs: int
+    clip: float
+    name: str  # align | prior: names the progress bar and the error
+    progress: bool = False
+
+    def run(self, model, opt, sched, train_rows, gen, batch_loss, validate, n_val_concepts: int) -> AlignResult:
+        from tqdm.auto import tqdm
+
+        steps = _steps_per_epoch(len(train_rows), self.batch_size)
+        best_score, best_state, best_epoch = -np.inf, None, None
+        history: list[dict[str, Any]] = []
+        for epoch in tqdm(range(self.epochs), desc=self.name, disable=not self.progress, unit="epoch"):
+            model.train()
+            order = train_rows[torch.randperm(len(train_rows), generator=gen).to(train_rows.device)]
+            total = 0.0
+            for b in range(steps):
+                rows = order[b * self.batch_size : (b + 1) * self.batch_size] if steps > 1 else order
+                loss = batch_loss(rows)
+                if not torch.isfinite(loss):
+                    raise DataFormatError(
+                        f"{self.name} epoch {epoch + 1}: the loss became NaN/Inf; lower {self.name}.lr"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip)
+                opt.step()
+                sched.step()
+                total += float(loss.detach())
+            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / steps}
+            if validate is not None:
+                entries, score = validate()
+                rec.update(entries)
+                if score > best_score:
+                    best_score, best_epoch = score, epoch + 1
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            history.append(rec)
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            best_epoch = self.epochs  # no validation images: the final epoch
+        return AlignResult(model.eval(), history, best_epoch, n_val_concepts)
+
+
 def train_aligner(
     cfg: AlignConfig,
     inputs: torch.Tensor,
@@ -100,7 +158,7 @@ def train_aligner(
     model = STHAlign(cfg, in_dim=x.shape[2], out_dim=out_dims.pop()).to(dev)
     tr_t = torch.as_tensor(tr, device=dev)
     model.target_norm.copy_(torch.stack([y[t][tr_t].norm(dim=-1).mean() for t in cfg.targets]))
-    steps = max(1, len(tr) // cfg.batch_size) if len(tr) >= cfg.batch_size else 1
+    steps = _steps_per_epoch(len(tr), cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt,
@@ -111,43 +169,20 @@ def train_aligner(
         final_div_factor=1e4,
     )
     gen = torch.Generator().manual_seed(seed)
-    best_score, best_state, best_epoch = -np.inf, None, None
-    history: list[dict[str, Any]] = []
-    from tqdm.auto import tqdm
 
-    for epoch in tqdm(range(cfg.epochs), desc="align", disable=not progress, unit="epoch"):
-        model.train()
-        order = tr_t[torch.randperm(len(tr), generator=gen).to(dev)]
-        total = 0.0
-        for b in range(steps):
-            rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size] if steps > 1 else order
-            mask = None
-            if cfg.mask_prob > 0:
-                mask = (torch.rand(len(rows), len(cfg.inputs), generator=gen) >= cfg.mask_prob).float().to(dev)
-            loss, _ = align_loss(model(x[rows], mask), {t: y[t][rows] for t in cfg.targets}, cfg)
-            if not torch.isfinite(loss):
-                raise DataFormatError(f"align epoch {epoch + 1}: the loss became NaN/Inf; lower align.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / steps}
-        if len(va):
-            va_t = torch.as_tensor(va, device=dev)
-            cos = mean_cosine(model, x[va_t], {t: y[t][va_t] for t in cfg.targets})
-            rec["val_cosine"] = cos
-            score = float(np.mean(list(cos.values())))
-            if score > best_score:
-                best_score, best_epoch = score, epoch + 1
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append(rec)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = cfg.epochs  # no validation images: the final epoch
-    return AlignResult(model.eval(), history, best_epoch, len(np.unique(np.asarray(concept)[va])) if len(va) else 0)
+    def batch_loss(rows: torch.Tensor) -> torch.Tensor:
+        mask = None
+        if cfg.mask_prob > 0:
+            mask = (torch.rand(len(rows), len(cfg.inputs), generator=gen) >= cfg.mask_prob).float().to(dev)
+        return align_loss(model(x[rows], mask), {t: y[t][rows] for t in cfg.targets}, cfg)[0]
+
+    def validate() -> tuple[dict[str, Any], float]:
+        va_t = torch.as_tensor(va, device=dev)
+        cos = mean_cosine(model, x[va_t], {t: y[t][va_t] for t in cfg.targets})
+        return {"val_cosine": cos}, float(np.mean(list(cos.values())))
+
+    fit = _Fit(cfg.batch_size, cfg.epochs, cfg.clip, "align", progress)
+    return fit.run(model, opt, sched, tr_t, gen, batch_loss, validate if len(va) else None, _n_concepts(concept, va))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,41 +322,18 @@ def train_prior(
         raise DataFormatError(f"the prior's targets or conditions differ in width: {sorted(dims)}, {sorted(cond_dims)}")
     torch.manual_seed(seed)
     model = DiffusionPriorAligner(cfg, conditions, dims.pop(), cond_dims.pop()).to(dev)
-    steps = max(1, len(tr) // cfg.batch_size) if len(tr) >= cfg.batch_size else 1
+    steps = _steps_per_epoch(len(tr), cfg.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.epochs * steps // 2), cfg.epochs * steps)
     gen = torch.Generator().manual_seed(seed)
     tr_t, va_t = torch.as_tensor(tr, device=dev), torch.as_tensor(va, device=dev)
-    best_score, best_state, best_epoch = np.inf, None, None
-    history: list[dict[str, Any]] = []
-    from tqdm.auto import tqdm
 
-    for epoch in tqdm(range(cfg.epochs), desc="prior", disable=not progress, unit="epoch"):
-        model.train()
-        order = tr_t[torch.randperm(len(tr), generator=gen).to(dev)]
-        total = 0.0
-        for b in range(steps):
-            rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size] if steps > 1 else order
-            loss = model.loss({k: v[rows] for k, v in e.items()}, {t: v[rows] for t, v in y.items()}, gen)
-            if not torch.isfinite(loss):
-                raise DataFormatError(f"prior epoch {epoch + 1}: the loss became NaN/Inf; lower prior.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / steps}
-        if len(va):
-            rec["val_loss"] = _prior_val_loss(
-                model, {k: v[va_t] for k, v in e.items()}, {t: v[va_t] for t, v in y.items()}, seed
-            )
-            if rec["val_loss"] < best_score:
-                best_score, best_epoch = rec["val_loss"], epoch + 1
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append(rec)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = cfg.epochs
-    return AlignResult(model.eval(), history, best_epoch, len(np.unique(np.asarray(concept)[va])) if len(va) else 0)
+    def batch_loss(rows: torch.Tensor) -> torch.Tensor:
+        return model.loss({k: v[rows] for k, v in e.items()}, {t: v[rows] for t, v in y.items()}, gen)
+
+    def validate() -> tuple[dict[str, Any], float]:
+        loss = _prior_val_loss(model, {k: v[va_t] for k, v in e.items()}, {t: v[va_t] for t, v in y.items()}, seed)
+        return {"val_loss": loss}, -loss
+
+    fit = _Fit(cfg.batch_size, cfg.epochs, cfg.clip, "prior", progress)
+    return fit.run(model, opt, sched, tr_t, gen, batch_loss, validate if len(va) else None, _n_concepts(concept, va))
