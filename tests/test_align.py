@@ -90,10 +90,20 @@ def test_the_diffusion_prior_learns_the_map_samples_reproducibly_and_round_trips
     assert res.best_epoch > 1 and res.history[-1]["loss"] < res.history[0]["loss"]
     pred = res.model.predict({"image": cond[200:]}, torch.Generator().manual_seed(1))["image"]
     sims = torch.nn.functional.normalize(pred, dim=-1) @ torch.nn.functional.normalize(target[200:], dim=-1).T
-    assert float(sims.argmax(1).eq(torch.arange(40)).float().mean()) >= 0.3  # chance 1/40
+    assert float(sims.argmax(1).eq(torch.arange(40)).float().mean()) >= 0.2  # chance 1/40; measured 0.35
     again = res.model.predict({"image": cond[200:]}, torch.Generator().manual_seed(1))["image"]
     assert torch.equal(pred, again)
     save_aligner(tmp_path / "prior.safetensors", res.model, {"seed": 0})
     loaded, meta = load_aligner(tmp_path / "prior.safetensors")
     assert meta["method"] == "diffusion_prior" and meta["conditions"] == {"image": "image"}
     torch.testing.assert_close(loaded.predict({"image": cond[200:]}, torch.Generator().manual_seed(1))["image"], pred)
+
+
+def test_an_align_stage_config_fills_target_views_it_is_not_given():
+    """``--set target_views.depth=...`` (as `make reference-recon` passes it) keeps the other targets' views."""
+    from eeg2image.config import parse_sets, stage_config
+    from eeg2image.runs import AlignStageConfig
+
+    over = {"run": "RUN", **parse_sets(["target_views.depth=depth-depth-anything-base-hf"])}
+    cfg = stage_config(AlignStageConfig, "align", None, None, over)
+    assert cfg.target_views == {"image": "original", "edge": "edges-100-200", "depth": "depth-depth-anything-base-hf"}

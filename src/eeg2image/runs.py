@@ -312,6 +312,7 @@ class AlignStageConfig:
     def __post_init__(self) -> None:
         check_option("weights", self.weights, ALIGN_WEIGHTS, where="align weights")
         check_option("method", self.method, ("sth_align", "diffusion_prior"), where="align method")
+        self.target_views = {**TARGET_VIEWS, **self.target_views}  # one view given: the others keep their defaults
         for t in self.align.targets:
             check_option("aligner target", t, TARGET_VIEWS, where="align.targets")
             if t not in self.target_views:
