@@ -444,3 +444,27 @@ def test_embed_names_a_corrupt_image(dataset_copy, tmp_path, workers):
             workers=workers,
             progress=False,
         )
+
+
+def test_a_gpu_made_table_never_shares_a_cache_key_with_a_cpu_made_one():
+    """The compute device and precision join the cache identity off the CPU only: the identities of CPU-made tables
+    (every cache made so far here) are unchanged, a CUDA-made one names its device and precision."""
+    import torch
+
+    from eeg2image.features.encoders import compute_identity
+
+    class Enc:
+        autocasts = True
+
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+    class Plain:
+        def __init__(self, device, dtype):
+            self.device = torch.device(device)
+            self.model = torch.nn.Linear(2, 2).to(dtype)
+
+    assert compute_identity(Enc("cpu")) == {} and compute_identity(object()) == {}
+    assert compute_identity(Enc("cuda")) == {"compute": {"device": "cuda", "precision": "bfloat16-autocast"}}
+    assert compute_identity(Plain("cuda", torch.float16)) == {"compute": {"device": "cuda", "precision": "float16"}}
+    assert compute_identity(Plain("cuda", torch.float32))["compute"]["precision"] == "float32"

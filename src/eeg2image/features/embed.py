@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data.things_eeg2 import PARTITIONS, ImageSet, Partition, load_image
 from ..io import DataFormatError, fault_point, folder_lock, json_sha256
-from .encoders import ImageEncoder, TextEncoder
+from .encoders import ImageEncoder, TextEncoder, compute_identity
 from .store import EmbeddingStore, image_list_hash
 from .views import View
 
@@ -85,6 +85,7 @@ def _embed_images(images, store, views, encoder, partitions, batch_size, workers
         writers = {}
         for v in views:
             ident = {"encoder": encoder.identity(), "view": v.recipe(), "images": ihash, "dtype": "float32"}
+            ident.update(compute_identity(encoder))  # empty on the CPU: a GPU-made table never shares its key
             writers[v.name] = store.writer(p, v.name, encoder.name, ident, rel, bs)
         pending = [v for v in views if writers[v.name].state != "valid"]
         for v in views:
@@ -158,6 +159,7 @@ def _embed_texts(images, store, encoder, template, captions, partitions, progres
         view = f"text-{source}"
         ident = {
             "encoder": encoder.identity(),
+            **compute_identity(encoder),
             "texts": json_sha256(texts),
             "source": source,
             "template": None if captions is not None else template,

