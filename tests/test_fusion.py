@@ -28,6 +28,22 @@ def test_blur_fusion_is_a_per_dimension_convex_mix():
     assert torch.allclose(f(levels), expected, atol=1e-6)
 
 
+def test_blur_fusion_equals_the_released_concatenation_with_its_gradients():
+    # the released form: concatenate the default tokens to every row, weight, sum over the token axis
+    torch.manual_seed(1)
+    f = BlurLevelFusion(n_levels=5, dim=7, n_default_tokens=3).double()
+    with torch.no_grad():
+        f.default_tokens.normal_()  # trained tokens are not zero
+    levels = torch.randn(4, 5, 7, dtype=torch.float64)
+    tokens = torch.cat([levels, f.default_tokens.expand(4, -1, -1)], dim=1)
+    released = (tokens * f.weights()).sum(dim=1)
+    ours = f(list(levels.unbind(1)))
+    assert torch.allclose(ours, released, atol=1e-12) and torch.allclose(f(levels), released, atol=1e-12)
+    g = torch.randn(4, 7, dtype=torch.float64)
+    grads = [torch.autograd.grad((y * g).sum(), [f.logits, f.default_tokens]) for y in (released, ours)]
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(*grads, strict=True))
+
+
 def test_evnet_fusion_starts_at_softmax_of_0_7_0_3():
     f = TwoWayFusion((0.7, 0.3))
     a, b = torch.ones(2, 4), torch.zeros(2, 4)

@@ -8,9 +8,12 @@ numbers whether a seed trains alone, stacked with nine others, or on two process
 context the module is ordinary ``nn.Dropout``.
 
 Cost: one full 32-bit hash per row (int64, rows only), then per element a counter stream in int32 arithmetic
-(``row hash + element x golden ratio``, finalised by two multiply-xorshift rounds; the top 24 bits are compared
-with ``p``). 4.7x faster than one int64 hash of every element index (an 8M-element attention map: 62 ms vs 289 ms
-on 2 CPU cores), which was a third of a training step of the transformer encoders.
+(``row hash + element x golden ratio``, then two xorshift-multiply rounds of Wellons' lowbias32, in place). The
+result is uniform over the 2**32 int32 values, so one signed comparison with ``(2p - 1) 2**31`` keeps an element
+with probability ``1 - p`` (to 2**-32). The final xorshift of lowbias32 is left out: it does not change the top 16
+bits, and the comparison reads the value as a whole. Ten passes over an int32 tensor per mask; about 9x cheaper
+than the first version (one int64 hash of every element index): 24 ms for a (1024, 25, 200) mask on 2 CPU cores.
+The kept elements are scaled by ``1 / (1 - p)`` through one float mask, used again by the backward pass.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ _GOLDEN, _M1, _M2 = _s32(0x9E3779B9), _s32(0x7FEB352D), _s32(0x846CA68B)
 
 def keep_mask(shape: torch.Size, layer_key: torch.Tensor, row_offset: int, p: float) -> torch.Tensor:
     """Bool mask of ``shape`` (rows first): element (r, e) is kept when the hash of (``layer_key``, global row
-    ``row_offset + r``, element ``e``) is at or above ``p``; no element's value depends on the other rows."""
+    ``row_offset + r``, element ``e``) is at or above the threshold of ``p``; no element's value depends on the
+    other rows."""
     device = layer_key.device
     rows = torch.arange(shape[0], device=device, dtype=torch.int64) + row_offset
     row_key = mix32((rows & MASK32) ^ layer_key).to(torch.int32)  # the low 32 bits, as int32
@@ -54,12 +58,20 @@ def keep_mask(shape: torch.Size, layer_key: torch.Tensor, row_offset: int, p: fl
         per_row *= n
     elem = torch.arange(per_row, device=device, dtype=torch.int32) * _GOLDEN
     h = row_key.view(-1, 1) + elem.view(1, -1)
-    h = h ^ ((h >> 16) & 0xFFFF)  # logical shifts of int32: mask off the sign extension
-    h = h * _M1
-    h = h ^ ((h >> 15) & 0x1FFFF)
-    h = h * _M2
-    h = h ^ ((h >> 16) & 0xFFFF)
-    return (((h >> 8) & 0xFFFFFF) >= int(p * 2**24)).view(shape)
+    t = h >> 16  # logical shifts of int32: the arithmetic shift with the sign extension masked off
+    t &= 0xFFFF
+    h ^= t
+    h *= _M1
+    t = h >> 15
+    t &= 0x1FFFF
+    h ^= t
+    h *= _M2
+    return (h >= keep_threshold(p)).view(shape)
+
+
+def keep_threshold(p: float) -> int:
+    """The int32 ``t`` with P(h >= t) = 1 - p for ``h`` uniform over the int32 values."""
+    return min(max(round((2 * p - 1) * 2**31), -(2**31)), 2**31 - 1)
 
 
 def step_key(seed: int, step: int) -> int:
@@ -93,6 +105,8 @@ class KeyedDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
+        if self.p >= 1:
+            return x * 0.0
         ctx = _CONTEXT.get()
         if ctx is None or ctx.key is None:
             return F.dropout(x, self.p, True, self.inplace)
@@ -100,7 +114,8 @@ class KeyedDropout(nn.Dropout):
         layer_key = mix32(ctx.key ^ ((ctx.calls * 0x9E3779B9) & MASK32))
         shape = x.shape if x.dim() > 0 else torch.Size([1])
         keep = keep_mask(shape, layer_key, ctx.row_offset, self.p).view(x.shape)
-        return x * keep.to(x.dtype) / (1.0 - self.p)
+        # bool -> uint8 is a view, and uint8 -> float is a vectorised copy (bool -> float and where(bool) are not)
+        return x * keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 def use_keyed_dropout(module: nn.Module) -> nn.Module:

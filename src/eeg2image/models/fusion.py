@@ -77,7 +77,13 @@ class TargetConfig:
 
 
 class BlurLevelFusion(nn.Module):
-    """Per-dimension softmax mix of L level embeddings and learned default tokens: (B, L, D) -> (B, D)."""
+    """Per-dimension softmax mix of L level embeddings and learned default tokens: L x (B, D) -> (B, D).
+
+    The released code concatenates the default tokens to every row and sums ``tokens * weights`` over the token
+    axis. The tokens are the same in every row, so here their weighted sum is one (D,) vector, and the levels are
+    added to it one multiply-add at a time: the same function, without the (B, L + K, D) temporaries (5.6x
+    faster forward and backward on the CPU at B = 1024, L = 8, D = 1024; benchmarks/profile_train.py).
+    """
 
     def __init__(self, n_levels: int, dim: int, n_default_tokens: int = 4):
         super().__init__()
@@ -87,9 +93,15 @@ class BlurLevelFusion(nn.Module):
     def weights(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=1)
 
-    def forward(self, levels: torch.Tensor) -> torch.Tensor:
-        tokens = torch.cat([levels, self.default_tokens.expand(levels.shape[0], -1, -1)], dim=1)
-        return (tokens * self.weights()).sum(dim=1)
+    def forward(self, levels: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        if isinstance(levels, torch.Tensor):  # (B, L, D)
+            levels = levels.unbind(1)
+        w = self.weights()[0]
+        n = len(levels)
+        out = (self.default_tokens[0] * w[n:]).sum(dim=0)  # (D,): the default tokens' share of every row
+        for i, level in enumerate(levels):
+            out = torch.addcmul(out, level, w[i])
+        return out
 
 
 class TwoWayFusion(nn.Module):
@@ -149,7 +161,7 @@ class TargetModel(nn.Module):
         if missing:
             raise KeyError(f"target needs views {missing}; got {sorted(views)}")
         if self.blur is not None:
-            x = self.blur(torch.stack([self._view(views, v) for v in self.cfg.blur_views], dim=1))
+            x = self.blur([self._view(views, v) for v in self.cfg.blur_views])
         else:
             x = self._view(views, self.cfg.single_view)
         if self.evnet is not None:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..allocator import keep_freed_memory
 from ..datasets import RetrievalSplit
 from ..io import Eeg2ImageError, fault_point
 from ..models.dropout import step_key
@@ -79,6 +80,7 @@ def train_seeds(
     training partition) after every epoch and keep each seed's best weights. With ``checkpoint_dir`` the run
     resumes from its last checkpoint, after checking ``fingerprint`` (the run's configuration and inputs)."""
     check_inputs(seeds, train)
+    keep_freed_memory()  # glibc: large CPU temporaries reuse freed pages instead of fresh ones every step
     state = TrainState.build(cfg, seeds, train, val, DistInfo.current(distributed), device, engine)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     start = state.restore(ckpt, fingerprint)
@@ -274,11 +276,13 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
     lo, sizes = s.dist.batch_slice(batch[0])
     n_mine = sizes[s.dist.rank]
     x, sub, im, rows, masks = [], [], [], [], []
+    averaged = s.eeg.shape[1] == 1  # repetitions averaged once (build): one gather of every seed's rows below
     for seed_i, idx in enumerate(batch):
         # every process draws the whole batch's sub-averaging, then keeps its slice
         picks = _rep_picks(s.eeg.shape[1], s.cfg.reps_per_sample, len(idx), s.gens[seed_i])
         mine = idx[lo : lo + n_mine].to(s.dev)
-        x.append(_average(s.eeg[mine], None if picks is None else picks[lo : lo + n_mine].to(s.dev)))
+        if not averaged:
+            x.append(_average(s.eeg[mine], None if picks is None else picks[lo : lo + n_mine].to(s.dev)))
         sub.append(s.subject[mine])
         im.append(s.image[mine])
         rows.append(mine)
@@ -286,6 +290,11 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
             e = s.cfg.experts
             masks.append(modality_mask(n_mine, e.mask_count, s.gens[seed_i], len(e.modalities)).to(s.dev))
     im_t = torch.stack(im)
+    if averaged:  # (S, n, C, T) straight from the (N, C, T) EEG: no per-seed copies, no stacking
+        rows_t = torch.stack(rows)
+        x_t = s.eeg[:, 0].index_select(0, rows_t.flatten()).view(*rows_t.shape, *s.eeg.shape[2:])
+    else:
+        x_t = torch.stack(x)
     views = {k: v[im_t] for k, v in s.views.items()}
     for out, (st, group) in s.blur_states.items():
         views[out] = st.select([views[v] for v in group], torch.stack(rows))
@@ -296,7 +305,7 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
     gather = gather_rows(s.dist.world, sizes, s.gather_group)
     with torch.autocast(s.dev.type, dtype=torch.bfloat16, enabled=s.cfg.amp and s.dev.type == "cuda"):
         out = s.model(
-            torch.stack(x),
+            x_t,
             views,
             torch.stack(sub),
             keys,
