@@ -2,7 +2,9 @@
 
 Views are timed on decoded images (the work done in the data-loader workers); encoders on batches of
 224 px views. Real-size OpenCLIP models are built with random weights (no download): the speed is the
-same as with trained weights. On a GPU the encoders run under bf16 autocast, as `eeg2image embed` does.
+same as with trained weights. On a GPU the encoders run under bf16 autocast, as `eeg2image embed` does; each row
+names the precision, which is also part of the cache identity of every table the encoder makes
+(``features.encoders.compute_identity``), so a GPU-made table never stands in for a CPU-made one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from eeg2image.features.encoders import OpenClipImageEncoder, build_image_encoder
+from eeg2image.features.encoders import OpenClipImageEncoder, build_image_encoder, encoder_precision
 from eeg2image.features.views import CannyEdges, FoveatedBlur, GaussianBlur, Original
 
 
@@ -55,7 +57,7 @@ def main() -> None:
     for v in views:
         print(f"  {v.name:<30} {_rate(lambda v=v: [v(p) for p in photos], len(photos)):10.1f}")
     batch = [Original()(p) for p in photos]
-    print(f"\nencoder (batch {args.batch}, 224 px)            images/s")
+    print(f"\nencoder (batch {args.batch}, 224 px)            images/s   precision")
     for name in args.encoders.split(","):
         if name.startswith(("evnet", "effnet")):
             enc = build_image_encoder(name, device=str(device))
@@ -65,7 +67,9 @@ def main() -> None:
             model = open_clip.create_model(name, pretrained=None)
             enc = OpenClipImageEncoder(model, f"openclip:{name} (random weights)", "random", 224, device)
         reps = 1 if device.type == "cpu" and "ViT-H" in name else 3
-        print(f"  {enc.name:<40} {_rate(lambda enc=enc: enc.encode(batch), len(batch), repeat=reps):10.1f}")
+        rate = _rate(lambda enc=enc: enc.encode(batch), len(batch), repeat=reps)
+        prec = encoder_precision(enc) if device.type == "cuda" else "float32"
+        print(f"  {enc.name:<40} {rate:10.1f}   {prec}")
         del enc
 
 

@@ -30,6 +30,7 @@ FORBIDDEN = {
     "generation": ("training", "evaluation", "pipeline", "demo", "cli"),
     "config": ("data", "features", "models", "datasets", "runs", *TOP),
     "io": ("config", "data", "features", "models", "datasets", "runs", *TOP),
+    "allocator": ("io", "config", "data", "features", "models", "datasets", "runs", *TOP),
 }
 
 

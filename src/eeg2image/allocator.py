@@ -5,10 +5,10 @@ them when it is freed, so every training step's large temporaries (a (1024, 25, 
 as untouched pages that the kernel zero-fills on first write. On the 2-core CPU this was the largest single cost
 after the matrix products: the keyed-dropout mask of such a tensor took 35-46 ms with fresh pages and 8 ms with
 reused ones (benchmarks/profile_train.py). ``keep_freed_memory`` tells glibc to serve every allocation from its
-heap and to keep up to 2 GiB of freed memory there, as jemalloc or tcmalloc (Intel's advice for PyTorch on CPUs)
-would, without a preloaded library. The process's resident memory then stays near its peak instead of falling
-between steps. Nothing changes where glibc is not the C library (macOS, Windows, musl): it returns False.
-Set ``EEG2IMAGE_KEEP_FREED_MEMORY=0`` to leave glibc's defaults alone.
+heap and never to give freed memory back to the kernel (no trimming), as jemalloc or tcmalloc (Intel's advice
+for PyTorch on CPUs) would, without a preloaded library. The process's resident memory then stays near its
+peak instead of falling between steps. Nothing changes where glibc is not the C library (macOS, Windows, musl):
+it returns False. Set ``EEG2IMAGE_KEEP_FREED_MEMORY=0`` to leave glibc's defaults alone.
 """
 
 from __future__ import annotations
@@ -35,5 +35,5 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc
         return _done
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    _done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))  # -1: never trim the heap
     return _done

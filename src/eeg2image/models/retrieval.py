@@ -199,6 +199,10 @@ class SeedStack(nn.Module):
             self.register_buffer(_mangle(n), b.clone())
         base = copy.deepcopy(models[0]).to("meta")
         object.__setattr__(self, "_base", base)  # not a submodule: its (meta) weights are never trained
+        # torch.compile every seed's call (per mode; benchmarks/train_speed.py --compile). Off by default: on the
+        # 2-core CPU a compiled step was slower than eager (docs/performance.md); unmeasured on a GPU so far
+        self.compile = False
+        self._compiled: dict[tuple, Callable] = {}
 
     def train(self, mode: bool = True) -> SeedStack:
         super().train(mode)
@@ -227,6 +231,12 @@ class SeedStack(nn.Module):
                     got, want = tuple(tensors[n].shape), tuple(t.shape)
                     raise DataFormatError(f"{source}: {n} has shape {got}, expected {want}")
                 t.copy_(tensors[n])
+
+    def _compiled_call(self, key: tuple, fn: Callable) -> Callable:
+        """The compiled ``fn`` of this call signature (compiled once; a closure over the same base and mode)."""
+        if key not in self._compiled:
+            self._compiled[key] = torch.compile(fn)
+        return self._compiled[key]
 
     def run(
         self,
@@ -257,7 +267,12 @@ class SeedStack(nn.Module):
                 None if subject is None else d,
                 None if keys is None else 0,
             )
-            return vmap(one, in_dims=in_dims, randomness="error")(p, bufs, a, b, subject, keys)
+            fn = vmap(one, in_dims=in_dims, randomness="error")
+            if self.compile:
+                fn = self._compiled_call(("vmap", mode, row_offset, in_dims), fn)
+            return fn(p, bufs, a, b, subject, keys)
+        if self.compile:
+            one = self._compiled_call(("loop", mode, row_offset), one)
         # one unbind per tensor, not an index per seed: the backward of S indexings writes S gradients into S
         # zero-filled stack-sized tensors and adds them up; the backward of unbind stacks them once
         p_seed = {k: v.unbind(0) for k, v in p.items()}

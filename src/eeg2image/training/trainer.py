@@ -47,6 +47,11 @@ from .uncertainty import UncertainBlurState
 __all__ = ["TrainConfig", "TrainResult", "TrainingError", "average_reps", "lr_at", "train_seeds"]
 
 
+# where ``train.amp`` turns on bf16 autocast: CUDA only. On the 2-core AVX-512 CPU (no AMX) bf16 matrix products run
+# at 0.55x the float32 rate and a step took longer (docs/performance.md); benchmarks/train_speed.py --amp adds "cpu"
+AMP_DEVICES = {"cuda"}
+
+
 class TrainingError(Eeg2ImageError):
     """Training cannot go on (NaN loss, a checkpoint of another configuration, bad data)."""
 
@@ -75,13 +80,16 @@ def train_seeds(
     distributed: bool = False,
     progress: bool = False,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    compile: bool = False,
 ) -> TrainResult:
     """Train ``cfg`` for every seed in ``seeds`` together; validate on ``val`` (concept-disjoint images of the
     training partition) after every epoch and keep each seed's best weights. With ``checkpoint_dir`` the run
-    resumes from its last checkpoint, after checking ``fingerprint`` (the run's configuration and inputs)."""
+    resumes from its last checkpoint, after checking ``fingerprint`` (the run's configuration and inputs).
+    ``compile``: ``torch.compile`` the seeds' calls (``SeedStack.compile``; the same numbers to float rounding)."""
     check_inputs(seeds, train)
     keep_freed_memory()  # glibc: large CPU temporaries reuse freed pages instead of fresh ones every step
     state = TrainState.build(cfg, seeds, train, val, DistInfo.current(distributed), device, engine)
+    state.stack.compile = compile
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     start = state.restore(ckpt, fingerprint)
     bar = progress_bar(progress and state.dist.rank == 0, cfg.epochs, start, f"train {len(seeds)} seed(s)")
@@ -303,7 +311,7 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
     with_diag = bool(s.blur_states)
     keys = torch.tensor([step_key(seed, step) for seed in s.seeds], dtype=torch.int64, device=s.dev)
     gather = gather_rows(s.dist.world, sizes, s.gather_group)
-    with torch.autocast(s.dev.type, dtype=torch.bfloat16, enabled=s.cfg.amp and s.dev.type == "cuda"):
+    with torch.autocast(s.dev.type, dtype=torch.bfloat16, enabled=s.cfg.amp and s.dev.type in AMP_DEVICES):
         out = s.model(
             x_t,
             views,
