@@ -48,7 +48,7 @@ __all__ = ["TrainConfig", "TrainResult", "TrainingError", "average_reps", "lr_at
 
 
 # where ``train.amp`` turns on bf16 autocast: CUDA only. On the 2-core AVX-512 CPU (no AMX) bf16 matrix products run
-# at 0.55x the float32 rate and a step took longer (docs/performance.md); benchmarks/train_speed.py --amp adds "cpu"
+# at 0.55x the float32 rate and a step took longer (docs/performance.md); train_speed.py --precision bf16 adds "cpu"
 AMP_DEVICES = {"cuda"}
 
 
@@ -87,8 +87,9 @@ def train_seeds(
     resumes from its last checkpoint, after checking ``fingerprint`` (the run's configuration and inputs).
     ``compile``: ``torch.compile`` the seeds' calls (``SeedStack.compile``; the same numbers to float rounding)."""
     check_inputs(seeds, train)
-    keep_freed_memory()  # glibc: large CPU temporaries reuse freed pages instead of fresh ones every step
     state = TrainState.build(cfg, seeds, train, val, DistInfo.current(distributed), device, engine)
+    if state.dev.type == "cpu":
+        keep_freed_memory()  # glibc: large temporaries reuse freed pages instead of fresh ones every step
     state.stack.compile = compile
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     start = state.restore(ckpt, fingerprint)
@@ -298,14 +299,14 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
             e = s.cfg.experts
             masks.append(modality_mask(n_mine, e.mask_count, s.gens[seed_i], len(e.modalities)).to(s.dev))
     im_t = torch.stack(im)
+    rows_t = torch.stack(rows)
     if averaged:  # (S, n, C, T) straight from the (N, C, T) EEG: no per-seed copies, no stacking
-        rows_t = torch.stack(rows)
         x_t = s.eeg[:, 0].index_select(0, rows_t.flatten()).view(*rows_t.shape, *s.eeg.shape[2:])
     else:
         x_t = torch.stack(x)
     views = {k: v[im_t] for k, v in s.views.items()}
     for out, (st, group) in s.blur_states.items():
-        views[out] = st.select([views[v] for v in group], torch.stack(rows))
+        views[out] = st.select([views[v] for v in group], rows_t)
     if masks:
         views[MASK_KEY] = torch.stack(masks)
     with_diag = bool(s.blur_states)
