@@ -69,5 +69,6 @@ def learnable(tmp_path_factory) -> Path:
     cfg = simulation_config("small", seed=5, n_test_concepts=LEARNABLE_TEST_IMAGES, specific_uv=12.0)
     simulate_dataset(root / "ds", cfg, progress=False)
     preprocess_subject(root / "ds", root / "pre", 1, preset_config("authors"), progress=False)
+    shutil.rmtree(root / "ds" / "raw_data")  # most of its size on disk; its tests start from the preprocessed EEG
     embed_simulation_features(root / "ds", root / "store")
     return root

@@ -392,6 +392,7 @@ def two_subjects(tmp_path_factory):
     simulate_dataset(root / "ds", cfg, progress=False)
     for s in (1, 2):
         preprocess_subject(root / "ds", root / "pre", s, preset_config("authors"), progress=False)
+    shutil.rmtree(root / "ds" / "raw_data")  # most of its size on disk; its tests start from the preprocessed EEG
     embed_simulation_features(root / "ds", root / "store")
     return root
 
