@@ -77,7 +77,8 @@ def mean_cosine(model: STHAlign, inputs: torch.Tensor, targets: dict[str, torch.
 
 
 def _steps_per_epoch(n_rows: int, batch_size: int) -> int:
-    return max(1, n_rows // batch_size) if n_rows >= batch_size else 1
+    """Full batches only (the last partial one dropped); one batch of every row when there are fewer rows."""
+    return max(1, n_rows // batch_size)
 
 
 def _n_concepts(concept: np.ndarray, va: np.ndarray) -> int:
