@@ -90,15 +90,19 @@ def test_experts_learn_and_are_evaluated_per_key(aligned):
     assert "| sub-01 | text |" in report and "| sub-01 | fusion |" in report
 
 
-def test_aligned_predictions_identify_the_test_images(aligned):
-    """The chain experts -> aligner carries the image: the prediction of each test EEG is nearest its own test
-    image's target embedding far more often than chance (the test targets are read here, by the test only)."""
+def _test_side(aligned):
+    """(the experts' metadata, the averaged test EEG, the experts' embeddings of it, the normalised test targets)."""
     stack, meta = load_stack(aligned / "run/units/sub-01/best.safetensors")
     cfg = run_config(None, aligned / "run/config.yaml")
     q, sub = eeg_queries(cfg, 1)
-    eeg = embed_eeg(stack, q, sub)
     test = load_pairs(aligned / "pre/sub-01", aligned / "store", "test", ["original"], "sim-features")
-    gallery = torch.nn.functional.normalize(test.views["original"], dim=-1)
+    return meta, q, embed_eeg(stack, q, sub), torch.nn.functional.normalize(test.views["original"], dim=-1)
+
+
+def test_aligned_predictions_identify_the_test_images(aligned):
+    """The chain experts -> aligner carries the image: the prediction of each test EEG is nearest its own test
+    image's target embedding far more often than chance (the test targets are read here, by the test only)."""
+    meta, _, eeg, gallery = _test_side(aligned)
     for i, seed in enumerate(meta["seeds"]):
         model, ameta = load_aligner(aligner_path(aligned / "run/align", "sub-01", seed))
         assert ameta["encoder"] == "sim-features" and ameta["target_views"] == {"image": "original@sim-features"}
@@ -109,6 +113,43 @@ def test_aligned_predictions_identify_the_test_images(aligned):
             (torch.nn.functional.normalize(pred, dim=-1) @ gallery.T).argmax(1).eq(torch.arange(N_TEST)).float().mean()
         )
         assert top1 >= 6 / N_TEST, (seed, top1)
+
+
+def test_the_ridge_aligner_and_the_eeg_ridge_maps_identify_the_test_images(aligned, tmp_path, capsys, monkeypatch):
+    """``method=ridge``: closed-form maps from the experts' embeddings, penalties chosen on the concepts the experts
+    held out; beside them, the unit's ridge maps from the averaged EEG itself (the ``linear`` control). Both identify
+    the test images far above chance, and only the training partition is read."""
+    import eeg2image.datasets as ds
+    from eeg2image.training.align import eeg_features
+
+    seen = []
+    real_read = ds.read_our_preprocessed
+    monkeypatch.setattr(ds, "read_our_preprocessed", lambda f, p: seen.append(p) or real_read(f, p))
+    out = tmp_path / "ridge"
+    code, log, err = run_cli(
+        capsys, "align", aligned / "run", "--out", out, "--targets", "image", "--set", "method=ridge"
+    )
+    assert code == 0, err
+    assert set(seen) == {"training"} and "chosen on the experts' 30 held-out images" in log
+    monkeypatch.undo()
+    meta, q, eeg, gallery = _test_side(aligned)
+
+    def top1(pred):
+        return float(
+            (torch.nn.functional.normalize(pred, dim=-1) @ gallery.T).argmax(1).eq(torch.arange(N_TEST)).float().mean()
+        )
+
+    for i, seed in enumerate(meta["seeds"]):
+        model, ameta = load_aligner(aligner_path(out, "sub-01", seed))
+        assert ameta["method"] == "ridge" and model.inputs == ["image", "fusion"]
+        assert top1(model.predict({k: v[i] for k, v in eeg.items()})["image"]) >= 6 / N_TEST
+    linear, lmeta = load_aligner(out / "units/sub-01/eeg-ridge.safetensors")
+    assert lmeta["eeg_time_stride"] == 2 and list(linear.maps) == ["image"]
+    assert top1(linear.predict({"eeg": eeg_features(q, 2)})["image"]) >= 6 / N_TEST
+    # the aligners feed reconstruct like any other
+    code, _, err = run_cli(capsys, "reconstruct", out, "--out", tmp_path / "recon", "--generator", "nearest", "--quiet")
+    assert code == 0, err
+    assert len(list((tmp_path / "recon").glob("sub-01/seed-*/round-0/*.png"))) == 2 * N_TEST
 
 
 def test_alignment_reads_no_test_data(aligned, tmp_path, monkeypatch):
@@ -236,3 +277,31 @@ def test_refusals_name_what_is_wrong(aligned, tmp_path, capsys):
     # targets whose embeddings were never made: the embed command is named
     code, _, err = run_cli(capsys, "align", aligned / "run", "--out", tmp_path / "a2", "--targets", "image,edge")
     assert code == 2 and "edges-100-200__sim-features.json: no embeddings for view 'edges-100-200'" in err
+
+
+def test_folders_work_from_any_directory_and_a_moved_input_is_named(aligned, tmp_path, capsys, monkeypatch):
+    """An align folder made with a relative run path is used from another directory (the paths are recorded
+    absolute); one whose recorded run is gone says so, with the recorded path; an unavailable metric is said on the
+    console, not only in the files."""
+    monkeypatch.chdir(aligned)
+    code, _, err = run_cli(
+        capsys, "align", "run", "--out", tmp_path / "a", "--targets", "image", "--set", "method=ridge", "--quiet"
+    )
+    assert code == 0, err
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, _, err = run_cli(capsys, "reconstruct", tmp_path / "a", "--out", "o", "--generator", "nearest", "--quiet")
+    assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "evaluate-recon", "o/sub-01", "--dataset", aligned / "ds", "--metrics", "pixcorr,clip_vith14"
+    )
+    assert code == 0, err
+    assert "clip_vith14: unavailable, not scored" in out and "not scored (no weights here): clip_vith14" in err
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "a", moved)
+    cfg = (moved / "config.yaml").read_text()
+    (moved / "config.yaml").write_text(cfg.replace(str(aligned / "run"), str(tmp_path / "gone")))
+    code, _, err = run_cli(capsys, "reconstruct", moved, "--out", "o2", "--generator", "nearest")
+    assert code == 2 and f"run was recorded as {tmp_path / 'gone'}, which is not there (moved or deleted?)" in err
+    assert not (tmp_path / "elsewhere/o2").exists()

