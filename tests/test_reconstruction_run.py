@@ -152,6 +152,27 @@ def test_the_ridge_aligner_and_the_eeg_ridge_maps_identify_the_test_images(align
     assert len(list((tmp_path / "recon").glob("sub-01/seed-*/round-0/*.png"))) == 2 * N_TEST
 
 
+def test_the_ridge_aligner_fitted_on_the_targets_identifies_the_test_images(aligned, tmp_path, capsys):
+    """``fit_on=targets``: one map fitted on the training images' own embeddings (none of the experts' memorised
+    outputs), each seed's expert outputs given those embeddings' moments; the fusion key (no target) is left out."""
+    out = tmp_path / "t"
+    args = ["align", aligned / "run", "--out", out, "--targets", "image", "--set", "method=ridge"]
+    code, log, err = run_cli(capsys, *args, "--set", "fit_on=targets")
+    assert code == 0, err
+    assert "['fusion'] has no target embedding, left out" in log
+    meta, _, eeg, gallery = _test_side(aligned)
+    for i, seed in enumerate(meta["seeds"]):
+        model, ameta = load_aligner(aligner_path(out, "sub-01", seed))
+        assert model.inputs == ["image"] and model.normalize and ameta["method"] == "ridge"
+        pred = model.predict({k: v[i] for k, v in eeg.items()})["image"]
+        top1 = float(
+            (torch.nn.functional.normalize(pred, dim=-1) @ gallery.T).argmax(1).eq(torch.arange(N_TEST)).float().mean()
+        )
+        assert top1 >= 6 / N_TEST, (seed, top1)
+    code, _, err = run_cli(capsys, *args[:-1], "method=sth_align", "--set", "fit_on=targets")
+    assert code == 2 and "fit_on=targets is built for method=ridge" in err
+
+
 def test_alignment_reads_no_test_data(aligned, tmp_path, monkeypatch):
     import eeg2image.datasets as ds
     from eeg2image.features.store import EmbeddingStore

@@ -345,6 +345,11 @@ class AlignStageConfig:
     align: AlignConfig = field(default_factory=AlignConfig)  # STH-Align's settings (and the targets of all)
     prior: PriorConfig = field(default_factory=PriorConfig)  # the diffusion prior's
     ridge: RidgeConfig = field(default_factory=RidgeConfig)  # the ridge maps' penalty grid (aligner, EEG maps)
+    # what the ridge aligner is fitted on: eeg (the experts' outputs for the training EEG, as released) or targets
+    # (the experts' own target embeddings of the training images, L2-normalised: the experts' space -> the
+    # generator's, free of what the experts memorised of their training EEG; each seed's expert outputs are then
+    # given those embeddings' per-feature mean and sd; the fusion key has no target, so it is left out)
+    fit_on: str = "eeg"
     # the low-level path: the encoder of the VAE latents in the run's store (``vae:<folder>``, from `embed`) and
     # their view; "" for none. A ridge map from the averaged EEG to them is fitted with the linear control's
     low_level: str = ""
@@ -354,6 +359,9 @@ class AlignStageConfig:
     def __post_init__(self) -> None:
         self.run = absolute_path(self.run)  # recorded absolute: the align folder works from any directory
         check_range("eeg_time_stride", self.eeg_time_stride, 1)
+        check_option("fit_on", self.fit_on, ("eeg", "targets"), where="align fit_on")
+        if self.fit_on == "targets" and self.method != "ridge":
+            raise ConfigError(f"fit_on=targets is built for method=ridge; method is {self.method!r}")
         check_option("weights", self.weights, ALIGN_WEIGHTS, where="align weights")
         check_option("method", self.method, ALIGN_METHODS, where="align method")
         self.target_views = {**TARGET_VIEWS, **self.target_views}  # one view given: the others keep their defaults

@@ -136,12 +136,35 @@ class STHAlign(nn.Module):
 class RidgeAligner(nn.Module):
     """The linear aligner (``align.method=ridge``): one closed-form ridge map per target from the concatenated
     brain-side embeddings (``inputs``, in order), each penalty chosen on held-out training concepts
-    (``models.ridge``). Perceptogram's and the decoding literature's linear bridge, the field's strong baseline."""
+    (``models.ridge``). Perceptogram's and the decoding literature's linear bridge, the field's strong baseline.
+    With ``normalize`` each input embedding is L2-normalised first (as when the map is fitted on the experts'
+    target embeddings and applied to the experts' un-normalised outputs)."""
 
-    def __init__(self, inputs: list[str], maps: dict[str, RidgeMap]):
+    def __init__(self, inputs: list[str], maps: dict[str, RidgeMap], normalize: bool = False, n_features: int = 0):
         super().__init__()
         self.inputs = list(inputs)
         self.maps = nn.ModuleDict(maps)
+        self.normalize = bool(normalize)
+        # per feature, applied before the maps: x * gain + shift (identity unless ``match_moments`` set them)
+        n = n_features or (next(iter(maps.values())).n_in if maps else 0)
+        self.register_buffer("gain", torch.ones(n))
+        self.register_buffer("shift", torch.zeros(n))
+
+    def features(self, x: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """(N, len(inputs), D) -> (N, len(inputs) * D), each input L2-normalised when ``normalize``, then moved by
+        ``gain`` and ``shift`` (unless ``raw``)."""
+        x = x.float()
+        x = (F.normalize(x, dim=-1) if self.normalize else x).reshape(len(x), -1)
+        return x if raw else x * self.gain + self.shift
+
+    @torch.no_grad()
+    def match_moments(self, source: torch.Tensor, like: torch.Tensor) -> None:
+        """Give the inputs ``source`` (N, len(inputs), D: the experts' outputs) the per-feature mean and sd of
+        ``like`` (the embeddings the maps were fitted on), so the maps see inputs of the distribution they know."""
+        a, b = self.features(source, raw=True), self.features(like, raw=True)
+        gain = b.std(0) / a.std(0).clamp_min(1e-8)
+        self.gain.copy_(gain)
+        self.shift.copy_(b.mean(0) - a.mean(0) * gain)
 
     @classmethod
     def fit(
@@ -151,17 +174,18 @@ class RidgeAligner(nn.Module):
         targets: dict[str, torch.Tensor],
         val_rows,
         cfg: RidgeConfig | None = None,
+        normalize: bool = False,
     ) -> RidgeAligner:
         """``x`` (N, len(inputs), D) -> one map per target of ``targets`` {name: (N, D')}."""
-        flat = x.reshape(len(x), -1)
-        return cls(inputs, {t: fit_ridge(flat, y, val_rows, cfg) for t, y in targets.items()})
+        flat = cls(inputs, {}, normalize, x.shape[1] * x.shape[2]).features(x, raw=True)
+        return cls(inputs, {t: fit_ridge(flat, y, val_rows, cfg) for t, y in targets.items()}, normalize)
 
     @torch.no_grad()
     def predict(
         self, eeg: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        x = aligner_inputs(eeg, self.inputs, "the EEG model")
-        return {t: m(x.reshape(len(x), -1)) for t, m in self.maps.items()}
+        x = self.features(aligner_inputs(eeg, self.inputs, "the EEG model"))
+        return {t: m(x) for t, m in self.maps.items()}
 
 
 def align_loss(
@@ -205,6 +229,7 @@ def save_aligner(path: Path, model: nn.Module, extra: dict[str, Any] | None = No
         meta = {
             "method": "ridge",
             "inputs": model.inputs,
+            "normalize": model.normalize,
             "shapes": {t: list(m.weight.shape) for t, m in model.maps.items()},
             "ridge_config": to_dict(next(iter(model.maps.values())).config),
             "alphas": {t: m.alpha for t, m in model.maps.items()},
@@ -247,7 +272,7 @@ def load_aligner(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         maps = {t: RidgeMap(*shape, rcfg) for t, shape in meta["shapes"].items()}
         for t, m in maps.items():
             m.alpha, m.history = meta["alphas"][t], meta["ridge_history"][t]
-        model = RidgeAligner(meta["inputs"], maps)
+        model = RidgeAligner(meta["inputs"], maps, meta.get("normalize", False))
     elif meta.get("method") == "diffusion_prior":
         pcfg = from_dict(PriorConfig, meta["prior_config"], where="prior_config")
         model = DiffusionPriorAligner(pcfg, meta["conditions"], meta["embed_dim"], meta["cond_dim"])

@@ -7,6 +7,7 @@ CognitionCapturerPro's ``simple`` aligner; seeded; the weights file carries its 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,12 +260,27 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             concept = split.concept[img]
             val_rows, val_what = _ridge_val_rows(run_cfg, split, img, cfg)
             log(f"{unit.name}: {len(q)} training rows, inputs {inputs} from {wfile.name}, targets {target_views}")
+            target_fit, own = None, None
+            if cfg.fit_on == "targets":  # one map for every seed: fitted on the images' embeddings, not on EEG
+                keys = [k for k in inputs if k in experts.modalities]
+                if not keys:
+                    raise DataFormatError(f"fit_on=targets: none of the aligner's inputs {inputs} has a target view")
+                if keys != inputs:
+                    log(f"fit_on=targets: {[k for k in inputs if k not in keys]} has no target embedding, left out")
+                own = torch.stack([split.views[experts.view_of(k)][torch.as_tensor(img)] for k in keys], dim=1)
+                target_fit = RidgeAligner.fit(keys, own, targets, val_rows, cfg.ridge, normalize=True)
             for i, seed in enumerate(meta["seeds"]):
                 if seed not in pending:
                     continue
                 if cfg.method == "diffusion_prior":
                     rows = {k: v[i] for k, v in eeg.items()}
                     res = train_prior(cfg.prior, rows, targets, conditions, concept, seed=seed, progress=progress)
+                elif cfg.method == "ridge" and target_fit is not None:
+                    # the map fitted on the images' embeddings; this seed's expert outputs given their moments
+                    model = copy.deepcopy(target_fit)
+                    model.match_moments(x[i][:, [inputs.index(k) for k in model.inputs]], own)
+                    log(f"{unit.name} seed {seed}: ridge fitted on the targets' embeddings ({val_what})")
+                    res = AlignResult(model, [], None, len(val_rows))
                 elif cfg.method == "ridge":
                     model = RidgeAligner.fit(inputs, x[i], targets, val_rows, cfg.ridge)
                     alphas = {t: m.alpha for t, m in model.maps.items()}
