@@ -150,11 +150,15 @@ class RidgeAligner(nn.Module):
         self.register_buffer("gain", torch.ones(n))
         self.register_buffer("shift", torch.zeros(n))
 
-    def features(self, x: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        """(N, len(inputs), D) -> (N, len(inputs) * D), each input L2-normalised when ``normalize``, then moved by
-        ``gain`` and ``shift`` (unless ``raw``)."""
+    @staticmethod
+    def flatten(x: torch.Tensor, normalize: bool) -> torch.Tensor:
+        """(N, len(inputs), D) -> (N, len(inputs) * D), each input L2-normalised when ``normalize``."""
         x = x.float()
-        x = (F.normalize(x, dim=-1) if self.normalize else x).reshape(len(x), -1)
+        return (F.normalize(x, dim=-1) if normalize else x).reshape(len(x), -1)
+
+    def features(self, x: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """The maps' input: ``flatten``, then moved by ``gain`` and ``shift`` (unless ``raw``)."""
+        x = self.flatten(x, self.normalize)
         return x if raw else x * self.gain + self.shift
 
     @torch.no_grad()
@@ -177,7 +181,7 @@ class RidgeAligner(nn.Module):
         normalize: bool = False,
     ) -> RidgeAligner:
         """``x`` (N, len(inputs), D) -> one map per target of ``targets`` {name: (N, D')}."""
-        flat = cls(inputs, {}, normalize, x.shape[1] * x.shape[2]).features(x, raw=True)
+        flat = cls.flatten(x, normalize)
         return cls(inputs, {t: fit_ridge(flat, y, val_rows, cfg) for t, y in targets.items()}, normalize)
 
     @torch.no_grad()

@@ -250,15 +250,17 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             split = load_unit_split(run_cfg, unit, views=views)
             stack, meta = load_stack(wfile, engine=run_cfg.engine)
             q, sub, img = split.queries()
+            val_rows, val_what = _ridge_val_rows(run_cfg, split, img, cfg)
             if not linear_file.is_file():
-                _fit_eeg_ridge(cfg, split, q, img, target_views, latent_view, linear_file, run_cfg, log, unit.name)
+                _fit_eeg_ridge(
+                    cfg, split, q, img, target_views, latent_view, (val_rows, val_what), linear_file, log, unit.name
+                )
             if not pending:
                 continue
             eeg = embed_eeg(stack, q, sub)
             x = aligner_inputs(eeg, inputs, str(wfile))  # (S, N, K, D)
             targets = {t: split.views[v][torch.as_tensor(img)] for t, v in target_views.items()}
             concept = split.concept[img]
-            val_rows, val_what = _ridge_val_rows(run_cfg, split, img, cfg)
             log(f"{unit.name}: {len(q)} training rows, inputs {inputs} from {wfile.name}, targets {target_views}")
             target_fit, own = None, None
             if cfg.fit_on == "targets":  # one map for every seed: fitted on the images' embeddings, not on EEG
@@ -323,14 +325,14 @@ def eeg_features(q: torch.Tensor, stride: int) -> torch.Tensor:
     return q[..., ::stride].reshape(len(q), -1)
 
 
-def _fit_eeg_ridge(cfg, split, q, img, target_views, latent_view, path, run_cfg, log, unit: str) -> None:
+def _fit_eeg_ridge(cfg, split, q, img, target_views, latent_view, val, path, log, unit: str) -> None:
     """Ridge maps from the averaged training EEG itself to every target and, with ``low_level``, to the latents:
     the ``linear`` control of both paths, and the low-level path's EEG -> latent map. One per unit (closed form:
     the same for every seed)."""
     ys = {t: split.views[v][torch.as_tensor(img)] for t, v in target_views.items()}
     if latent_view:
         ys["latent"] = split.views[latent_view][torch.as_tensor(img)]
-    val_rows, what = _ridge_val_rows(run_cfg, split, img, cfg)
+    val_rows, what = val  # the held-out rows that choose the penalties, and what they are
     x = eeg_features(q, cfg.eeg_time_stride)
     model = RidgeAligner.fit(["eeg"], x[:, None, :], ys, val_rows, cfg.ridge)
     extra = {
