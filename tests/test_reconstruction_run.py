@@ -149,7 +149,7 @@ def test_the_ridge_aligner_and_the_eeg_ridge_maps_identify_the_test_images(align
     # the aligners feed reconstruct like any other
     code, _, err = run_cli(capsys, "reconstruct", out, "--out", tmp_path / "recon", "--generator", "nearest", "--quiet")
     assert code == 0, err
-    assert len(list((tmp_path / "recon").glob("sub-01/seed-*/round-0/*.png"))) == 2 * N_TEST
+    assert len(list((tmp_path / "recon").glob("eeg/sub-01/seed-*/round-0/*.png"))) == 2 * N_TEST
 
 
 def test_the_ridge_aligner_fitted_on_the_targets_identifies_the_test_images(aligned, tmp_path, capsys):
@@ -210,7 +210,7 @@ def test_the_diffusion_prior_flag_aligns_and_reconstructs(aligned, tmp_path, cap
     out = tmp_path / "recon"
     code, _, err = run_cli(capsys, "reconstruct", tmp_path / "prior", "--out", out, "--generator", "nearest")
     assert code == 0, err
-    assert len(list(out.glob("sub-01/seed-*/round-0/*.png"))) == 2 * N_TEST
+    assert len(list(out.glob("eeg/sub-01/seed-*/round-0/*.png"))) == 2 * N_TEST
     code, _, err = run_cli(capsys, *args[:3], tmp_path / "p2", "--targets", "image,edge", "--set", sets[0])
     assert code == 2 and "no ['edge'] expert(s)" in err
 
@@ -219,7 +219,7 @@ def test_reconstruct_offline_resumes_and_is_scored(aligned, tmp_path, capsys):
     out = tmp_path / "recon"
     args = ["reconstruct", aligned / "run/align", "--out", out, "--generator", "nearest", "--set", "nearest_size=32"]
     assert run_cli(capsys, *args, "--quiet")[0] == 0
-    pngs = sorted(out.glob("sub-01/seed-*/round-0/*.png"))
+    pngs = sorted(out.glob("eeg/sub-01/seed-*/round-0/*.png"))
     assert len(pngs) == 2 * N_TEST
     first = digest(out, "*.png")
     code, _, _ = run_cli(capsys, *args, "--quiet")
@@ -228,17 +228,17 @@ def test_reconstruct_offline_resumes_and_is_scored(aligned, tmp_path, capsys):
     assert code == 2 and "holds images made from other inputs (differ in settings_sha256)" in err
     assert digest(out, "*.png") == first
     code, _, err = run_cli(
-        capsys, "evaluate-recon", out / "sub-01", "--dataset", aligned / "ds", "--metrics", "pixcorr,ssim"
+        capsys, "evaluate-recon", out / "eeg/sub-01", "--dataset", aligned / "ds", "--metrics", "pixcorr,ssim"
     )
     assert code == 0, err
-    report = (out / "sub-01/report.md").read_text()
-    assert "nearest training image (retrieval baseline" in report and (out / "sub-01/grid.png").is_file()
+    report = (out / "eeg/sub-01/report.md").read_text()
+    assert "nearest training image (retrieval baseline" in report and (out / "eeg/sub-01/grid.png").is_file()
 
     # killed during generation, then the rerun: the same images, byte for byte
     killed_out = tmp_path / "killed"
     res = eeg2image(*args[:2], "--out", killed_out, *args[4:], "--quiet", fault="generate-batch:7")
     assert killed(res), res.stderr
-    assert 0 < len(list(killed_out.glob("sub-01/seed-*/round-0/*.png"))) < 2 * N_TEST
+    assert 0 < len(list(killed_out.glob("eeg/sub-01/seed-*/round-0/*.png"))) < 2 * N_TEST
     res = eeg2image(*args[:2], "--out", killed_out, *args[4:], "--quiet")
     assert res.returncode == 0, res.stderr
     assert digest(killed_out, "*.png") == first
@@ -314,7 +314,7 @@ def test_folders_work_from_any_directory_and_a_moved_input_is_named(aligned, tmp
     code, _, err = run_cli(capsys, "reconstruct", tmp_path / "a", "--out", "o", "--generator", "nearest", "--quiet")
     assert code == 0, err
     code, out, err = run_cli(
-        capsys, "evaluate-recon", "o/sub-01", "--dataset", aligned / "ds", "--metrics", "pixcorr,clip_vith14"
+        capsys, "evaluate-recon", "o", "--dataset", aligned / "ds", "--metrics", "pixcorr,clip_vith14"
     )
     assert code == 0, err
     assert "clip_vith14: unavailable, not scored" in out and "not scored (no weights here): clip_vith14" in err

@@ -214,24 +214,33 @@ def evaluate(
 
 @app.command("evaluate-recon")
 def evaluate_recon(
-    folder: Annotated[Path, typer.Argument(help="Reconstructions: FOLDER/seed-S/round-R/<stimulus>.png.")],
+    folder: Annotated[
+        Path,
+        typer.Argument(help="`reconstruct`'s OUT (every OUT/<row>/sub-XX), or one folder FOLDER/seed-S/round-R/*.png."),
+    ],
     dataset: Annotated[Path, typer.Option(help="Dataset root (its test images are the ground truth).")],
     metrics: Annotated[
         str | None, typer.Option(help="Comma-separated subset: pixcorr,ssim,alexnet2,...,effnet_lite0_proxy.")
     ] = None,
 ) -> None:
-    """Reconstruction metrics (PixCorr, SSIM, 2-way on AlexNet/Inception/CLIP, EffNet/SwAV distances) of a folder
-    of reconstructions: metrics.json, report.md, grid.png in the folder. Networks without local weights are
-    reported unavailable."""
-    from .evaluation.reconstruction import evaluate_reconstructions
+    """Reconstruction metrics (PixCorr, SSIM, 2-way on AlexNet/Inception/CLIP, EffNet/SwAV distances; the predicted
+    embeddings' identification of the test image) of each folder of reconstructions: metrics.json, report.md,
+    grid.png in it, and OUT/grid-sub-XX.png (the rows side by side). Networks without local weights are reported
+    unavailable."""
+    from .evaluation.reconstruction import evaluate_reconstructions, evaluate_rows
 
     names = [m for m in metrics.split(",") if m] if metrics else None
-    result = evaluate_reconstructions(folder, dataset, metrics=names, log=typer.echo)
-    typer.echo(f"wrote {folder / 'metrics.json'}, {folder / 'report.md'}, {folder / 'grid.png'}")
-    if result["unavailable"]:
+    if any(folder.glob("seed-*/round-*")):
+        results = {folder: evaluate_reconstructions(folder, dataset, metrics=names, log=typer.echo)}
+    else:
+        results = evaluate_rows(folder, dataset, metrics=names, log=typer.echo)
+    for f in results:
+        typer.echo(f"wrote {f / 'metrics.json'}, {f / 'report.md'}, {f / 'grid.png'}")
+    unavailable = sorted({k for r in results.values() for k in r["unavailable"]})
+    if unavailable:
         typer.echo(
-            f"not scored (no weights here): {', '.join(result['unavailable'])}; see {folder / 'report.md'} for what "
-            "each needs",
+            f"not scored (no weights here): {', '.join(unavailable)}; see {next(iter(results)) / 'report.md'} for "
+            "what each needs",
             err=True,
         )
 
@@ -287,10 +296,19 @@ def align(
 @app.command()
 def reconstruct(
     aligned: Annotated[Path, typer.Argument(help="An align folder (`eeg2image align`).")],
-    out: Annotated[Path, typer.Option(help="Output folder: OUT/sub-XX/seed-S/round-R/<stimulus>.png.")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/<row>/sub-XX/seed-S/round-R/<stimulus>.png.")],
     generator: Annotated[
-        str | None, typer.Option(help="sdxl (SDXL-Turbo + IP-Adapters, local weights) | nearest (offline baseline).")
+        str | None,
+        typer.Option(
+            help="sdxl (SDXL-Turbo + IP-Adapters, local weights) | decoder (the offline decoder, --decoder) | nearest "
+            "(retrieval baseline)."
+        ),
     ] = None,
+    rows: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated: eeg (the default), low-level, shuffled, nearest, linear, ceiling."),
+    ] = None,
+    decoder: Annotated[Path | None, typer.Option(help="The offline decoder's folder (`train-decoder`).")] = None,
     dataset: Annotated[Path | None, typer.Option(help="Dataset root (default: the run's).")] = None,
     sdxl: Annotated[str | None, typer.Option(help="SDXL-Turbo folder or cache id.")] = None,
     ip_adapter: Annotated[str | None, typer.Option(help="h94/IP-Adapter folder or cache id.")] = None,
@@ -299,16 +317,56 @@ def reconstruct(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config key: generate.rounds=4.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Images from the test EEG: experts -> aligner -> generator, per subject and seed; a rerun resumes. Score them
-    with `eeg2image evaluate-recon OUT/sub-XX --dataset ROOT`."""
+    """Images from the test EEG: experts -> aligner (and EEG -> latent) -> generator, per subject and seed, with the
+    controls beside them (--rows); a rerun resumes. Score them with `eeg2image evaluate-recon OUT --dataset ROOT`."""
     from .config import parse_sets, stage_config
     from .generation.reconstruct import ReconstructConfig, reconstruct_run
 
-    over = {"generator": generator, "sdxl": sdxl, "ip_adapter": ip_adapter, "device": device, **parse_sets(set_)}
+    over = {
+        "generator": generator,
+        "rows": [r for r in rows.split(",") if r] if rows else None,
+        "decoder": str(decoder) if decoder else None,
+        "sdxl": sdxl,
+        "ip_adapter": ip_adapter,
+        "device": device,
+        **parse_sets(set_),
+    }
     cfg = stage_config(ReconstructConfig, "reconstruct", None, config, over)
     folders = reconstruct_run(aligned, out, cfg, dataset=dataset, progress=not quiet, log=typer.echo)
-    for f in folders:
-        typer.echo(f"wrote {f}; score: eeg2image evaluate-recon {f} --dataset DATASET")
+    typer.echo(f"wrote {len(folders)} folder(s) under {out}; score: eeg2image evaluate-recon {out} --dataset DATASET")
+
+
+@app.command("train-decoder")
+def train_decoder(
+    root: Annotated[Path, typer.Argument(help="Dataset root (its training images only are read).")],
+    store: Annotated[Path, typer.Argument(help="Embedding store holding the targets' (and latents') tables.")],
+    out: Annotated[Path, typer.Argument(help="Folder of the decoder.")],
+    encoder: Annotated[str | None, typer.Option(help="Encoder of the target embeddings (the aligner's).")] = None,
+    targets: Annotated[str | None, typer.Option(help="Comma-separated aligner targets: image,edge,depth.")] = None,
+    latents: Annotated[
+        str | None, typer.Option(help="The latents' table: vae:<folder>[;size=S] (from `embed --encoder vae:`).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML DecoderStageConfig.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config key: decoder.steps=800.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train the offline generator (a small conditional decoder, the demo's stand-in for SDXL-Turbo) on the training
+    images: from their target embeddings and latents to the images; `reconstruct --generator decoder` uses it."""
+    from .config import parse_sets, stage_config
+    from .training.decoder import DecoderStageConfig
+    from .training.decoder import train_decoder as train
+
+    over = {
+        "encoder": encoder,
+        "targets": [t for t in targets.split(",") if t] if targets else None,
+        "latents": latents,
+        **parse_sets(set_),
+    }
+    cfg = stage_config(DecoderStageConfig, "decoder", None, config, over)
+    folder = train(root, store, out, cfg, progress=not quiet, log=typer.echo)
+    typer.echo(
+        f"decoder in {folder} (use: eeg2image reconstruct ALIGN --out OUT --generator decoder --decoder {folder})"
+    )
 
 
 @app.command()

@@ -422,9 +422,15 @@ def evaluate_reconstructions(
     available = [n for n in names if n not in unavailable]
     per_round: dict[str, dict[str, Any]] = {}
     better: dict[str, str] = {}
+    manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
+    gallery = _test_gallery(manifest, gt_paths)
     for (seed, rnd), paths in sorted(recs.items()):
         _, g, r = load_pairs(gt_paths, paths)
         res = reconstruction_metrics(g, r, available, extractors=extractors)
+        res["values"].update(embedding_identification(folder / f"seed-{seed}" / PREDICTIONS, gallery))
+        for k in res["values"]:
+            if k.endswith(("_top1", "_2way")):
+                better[k] = "higher"
         per_round[f"seed-{seed}/round-{rnd}"] = res["values"]
         better.update(res["better"])
         log(f"seed {seed} round {rnd}: " + ", ".join(f"{k} {v:.3f}" for k, v in res["values"].items()))
@@ -433,9 +439,17 @@ def evaluate_reconstructions(
     seed_means = {
         k: [np.mean([per_round[f"seed-{s}/round-{r}"][k] for ss, r in recs if ss == s]) for s in seeds] for k in keys
     }
-    manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
     result = {
         "protocol": {
+            "row": manifest.get("row"),
+            "row_text": manifest.get("row_text"),
+            "embedding_identification": (
+                "<target>_embedding_top1: share of test EEG whose predicted embedding is nearest (cosine) its own test "
+                f"image's among the {len(gt_paths)} (chance {1 / len(gt_paths):.3f}); <target>_embedding_2way: the "
+                "2-way rule on the embeddings (Pearson)"
+            )
+            if gallery
+            else None,
             "generator": manifest.get("generator", "unknown (no manifest.json beside the images)"),
             "n_images": len(gt_paths),
             "seeds": seeds,
@@ -456,6 +470,48 @@ def evaluate_reconstructions(
     return result
 
 
+PREDICTIONS = "predictions.safetensors"  # what `reconstruct` decoded, per seed (generation.reconstruct)
+
+
+def _test_gallery(manifest: dict[str, Any], gt_paths: dict[str, Path]) -> dict[str, torch.Tensor]:
+    """{target: the test images' own embeddings (N, D), in stimulus order} for the targets a reconstruction row
+    predicted (its manifest names the store and the views); empty when it names none or the store lacks them."""
+    from ..features.store import EmbeddingStore
+
+    store, views = manifest.get("store"), manifest.get("target_views") or {}
+    if not store or not views:
+        return {}
+    out = {}
+    for t, spec in views.items():
+        view, _, enc = spec.partition("@")
+        try:
+            table = EmbeddingStore(store).load("test", view, enc)
+        except (MissingDataError, DataFormatError):
+            continue
+        if len(table.embeddings) == len(gt_paths):
+            out[t] = torch.from_numpy(np.asarray(table.embeddings, dtype=np.float32))
+    return out
+
+
+def embedding_identification(path: Path, gallery: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The predicted embeddings of ``path`` (``predictions.safetensors``) scored against the test images' own:
+    ``<t>_embedding_top1`` (nearest by cosine is its own image; chance 1/N) and ``<t>_embedding_2way``."""
+    if not gallery or not path.is_file():
+        return {}
+    from safetensors.torch import load_file
+
+    pred = load_file(str(path))
+    out = {}
+    for t, g in gallery.items():
+        p = pred.get(f"embeds/{t}")
+        if p is None or p.shape != g.shape:
+            continue
+        sims = F.normalize(p.double(), dim=-1) @ F.normalize(g.double(), dim=-1).T
+        out[f"{t}_embedding_top1"] = float((sims.argmax(dim=1) == torch.arange(len(g))).double().mean())
+        out[f"{t}_embedding_2way"] = two_way(g, p)
+    return out
+
+
 def _write_report(path: Path, result: dict[str, Any]) -> None:
     from ..io import atomic_path
 
@@ -464,7 +520,7 @@ def _write_report(path: Path, result: dict[str, Any]) -> None:
         "# Reconstruction metrics",
         "",
         f"Generator: {p['generator']}. {p['n_images']} test images, seeds {p['seeds']}, rounds {p['rounds']}; "
-        f"{p['resize']}.",
+        f"{p['resize']}." + (f" Row `{p['row']}`: {p['row_text']}." if p.get("row") else ""),
         "",
         "| metric | better | mean ± sd over seeds (and rounds) | n |",
         "|---|---|---|---|",
@@ -476,6 +532,8 @@ def _write_report(path: Path, result: dict[str, Any]) -> None:
     for k, why in result["unavailable"].items():
         lines.append(f"| {k} | | unavailable: {why} | |")
     lines += ["", f"2-way: {p['two_way']}.", ""]
+    if p.get("embedding_identification"):
+        lines += [f"Embeddings: {p['embedding_identification']}.", ""]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
 
@@ -508,6 +566,86 @@ def _write_grid(
     axes[0, 0].set_title("stimulus", fontsize=8)
     for j, r in enumerate(rounds):
         axes[0, 1 + j].set_title(f"seed {seed} round {r}", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# A folder of rows (`reconstruct --rows ...`): every row scored, and the paths side by side
+# --------------------------------------------------------------------------------------------------
+
+#: The grid's columns, left to right, after the stimulus (the rows a folder has; ``eeg`` is the generated image).
+GRID_ORDER = ("low-level", "eeg", "linear", "nearest", "shuffled", "ceiling")
+GRID_TITLES = {"eeg": "generated (EEG)"}
+
+
+def row_folders(out: str | Path) -> dict[str, dict[str, Path]]:
+    """``OUT/<row>/sub-XX`` folders of ``reconstruct`` -> {subject folder name: {row: folder}}."""
+    found: dict[str, dict[str, Path]] = {}
+    for man in sorted(Path(out).glob("*/sub-*/manifest.json")):
+        folder = man.parent
+        found.setdefault(folder.name, {})[folder.parent.name] = folder
+    return found
+
+
+def evaluate_rows(
+    out: str | Path,
+    dataset_root: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    weights: dict[str, Any] | None = None,
+    n_grid: int = 12,
+    log=print,
+) -> dict[Path, dict[str, Any]]:
+    """``evaluate_reconstructions`` on every row folder below ``out`` (``OUT/<row>/sub-XX``), then, per subject,
+    ``OUT/grid-sub-XX.png``: ``n_grid`` test images, each beside its image in every row (the paths side by
+    side)."""
+    out = Path(out)
+    subjects = row_folders(out)
+    if not subjects:
+        raise MissingDataError(f"{out}: no reconstructions (expected OUT/<row>/sub-XX/ from `eeg2image reconstruct`)")
+    results = {}
+    for subject, rows in subjects.items():
+        for row, folder in rows.items():
+            log(f"{row} ({subject}):")
+            results[folder] = evaluate_reconstructions(folder, dataset_root, metrics=metrics, weights=weights, log=log)
+        write_rows_grid(out / f"grid-{subject}.png", stimulus_images(dataset_root), rows, n=n_grid)
+    return results
+
+
+def write_rows_grid(path: Path, gt_paths: dict[str, Path], rows: dict[str, Path], n: int = 12) -> None:
+    """Rows of the picture: up to ``n`` stimuli; columns: the stimulus, then each reconstruction row (first seed,
+    round 0) in ``GRID_ORDER``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    cols = [r for r in GRID_ORDER if r in rows] + sorted(r for r in rows if r not in GRID_ORDER)
+    picks = {}
+    for r in cols:
+        recs = find_reconstructions(rows[r])
+        seed = min(s for s, _ in recs)
+        picks[r] = (seed, recs[(seed, min(rr for s, rr in recs if s == seed))])
+    ids = sorted(gt_paths)[:n]
+    fig, axes = plt.subplots(len(ids), 1 + len(cols), figsize=(1.5 * (1 + len(cols)), 1.5 * len(ids)), squeeze=False)
+    for i, sid in enumerate(ids):
+        axes[i, 0].imshow(load_image(gt_paths[sid], size=128))
+        for j, r in enumerate(cols):
+            img = picks[r][1].get(sid)
+            if img is not None:
+                axes[i, 1 + j].imshow(load_image(img, size=128))
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(sid[:18], fontsize=6)
+    axes[0, 0].set_title("stimulus", fontsize=8)
+    for j, r in enumerate(cols):
+        axes[0, 1 + j].set_title(f"{GRID_TITLES.get(r, r)}\n(seed {picks[r][0]})", fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -34,8 +34,10 @@ __all__ = [
     "VAELatentEncoder",
     "build_vae_encoder",
     "decode_latents",
+    "latent_table",
     "load_vae",
     "resolve_vae_folder",
+    "vae_config_sha256",
     "vae_identity",
 ]
 
@@ -81,11 +83,15 @@ def load_vae(spec: str | Path, device: str | torch.device = "cpu", dtype: torch.
     return vae.eval().to(device)
 
 
+def vae_config_sha256(vae) -> str:
+    """The hash of an ``AutoencoderKL``'s config (what a latent table records of the VAE's architecture)."""
+    return json_sha256({k: v for k, v in dict(vae.config).items() if not k.startswith("_")})
+
+
 def vae_identity(vae, folder: Path) -> dict:
     """What names a VAE in a table's manifest: its config and a fingerprint of its weights."""
-    cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
     return {
-        "config_sha256": json_sha256(cfg),
+        "config_sha256": vae_config_sha256(vae),
         "weights": file_fingerprint(folder / VAE_FILES[1]),
         "scaling_factor": float(vae.config.scaling_factor),
         "downsample": 2 ** (len(vae.config.block_out_channels) - 1),
@@ -157,3 +163,27 @@ def decode_latents(vae, latents: torch.Tensor, latent_shape: Sequence[int], batc
         x = vae.decode(z[i : i + batch].to(dev, vae.dtype) / vae.config.scaling_factor).sample
         out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def latent_table(store_root: str | Path, partition: str, view: str, encoder: str):
+    """(the store table of VAE latents, what names it: ``key`` (the table's identity), ``latent_shape`` (C, h, w),
+    ``vae`` (config hash, weights fingerprint), ``image_size``, ``encoder`` (the whole encoder identity, the same
+    for both partitions of one VAE and size)). A table that is no VAE's latents is named."""
+    from .store import EmbeddingStore
+
+    st = EmbeddingStore(store_root)
+    table = st.load(partition, view, encoder)
+    enc = (table.manifest.get("identity") or {}).get("encoder") or {}
+    shape = enc.get("latent_shape")
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise DataFormatError(
+            f"{st.paths(partition, view, encoder)[1]}: not a VAE latent table (its manifest records no latent_shape)"
+        )
+    info = {
+        "key": table.manifest.get("key"),
+        "latent_shape": tuple(int(v) for v in shape),
+        "vae": enc.get("vae"),
+        "image_size": enc.get("image_size"),
+        "encoder": enc,
+    }
+    return table, info

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionXLPipeline
+from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
 from ..io import DataFormatError, Eeg2ImageError, atomic_path, check_option, check_range, fault_point
 
@@ -43,6 +43,7 @@ __all__ = [
     "SDXL_TURBO",
     "GenerationConfig",
     "GenerationError",
+    "IPAdapterSDXLImg2ImgPipeline",
     "IPAdapterSDXLPipeline",
     "Reconstructor",
     "image_seed",
@@ -73,6 +74,10 @@ class GenerationConfig:
     guidance_scale: float = 0.0  # classifier-free guidance only above 1 (diffusers' rule)
     size: int = 512
     rounds: int = 1  # images per stimulus (the j-th image of every stimulus is "round j")
+    # the low-level path: how much of the EEG-predicted VAE latent the image keeps (img2img from it; diffusers'
+    # strength is 1 - init_strength, so steps x (1 - init_strength) denoising steps run). 0: text-to-image from
+    # noise, the latent unused (CognitionCapturerPro's setting); jyang635 used diffusers strength 0.25-0.75
+    init_strength: float = 0.0
     batch_size: int = 8  # images per pipeline call
     seed: int = 0
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
@@ -83,6 +88,7 @@ class GenerationConfig:
         check_range("generate.guidance_scale", self.guidance_scale, 0)
         check_range("generate.size", self.size, 8)
         check_range("generate.rounds", self.rounds, 1)
+        check_range("generate.init_strength", self.init_strength, 0, 1, high_open=True)
         check_range("generate.batch_size", self.batch_size, 1)
         for m in self.modalities:
             check_option("modality", m, MODALITIES, where="generate.modalities")
@@ -102,16 +108,26 @@ def image_seed(seed: int, stimulus: str, round_: int) -> int:
     return zlib.crc32(f"{seed}/{stimulus}/{round_}".encode()) & 0x7FFFFFFF
 
 
-class IPAdapterSDXLPipeline(StableDiffusionXLPipeline):
-    """``StableDiffusionXLPipeline`` whose given IP-Adapter embeds are used as they are: one row per image of the
-    batch (and, with guidance, negatives first), never repeated by the batch size (diffusers #9813)."""
+class _GivenIPEmbeds:
+    """Given IP-Adapter embeds used as they are: one row per image of the batch (and, with guidance, negatives
+    first), never repeated by the batch size (diffusers #9813)."""
 
     def prepare_ip_adapter_image_embeds(
         self, ip_adapter_image, ip_adapter_image_embeds, device, num_images_per_prompt, do_classifier_free_guidance
     ):
         if ip_adapter_image_embeds is None:
-            raise GenerationError("IPAdapterSDXLPipeline takes embeddings (ip_adapter_image_embeds), not images")
+            raise GenerationError("the pipeline takes embeddings (ip_adapter_image_embeds), not images")
         return [e.to(device) for e in ip_adapter_image_embeds]
+
+
+class IPAdapterSDXLPipeline(_GivenIPEmbeds, StableDiffusionXLPipeline):
+    """``StableDiffusionXLPipeline`` whose given IP-Adapter embeds are used as they are: one row per image of the
+    batch (and, with guidance, negatives first), never repeated by the batch size (diffusers #9813)."""
+
+
+class IPAdapterSDXLImg2ImgPipeline(_GivenIPEmbeds, StableDiffusionXLImg2ImgPipeline):
+    """The img2img pipeline of the same components (the low-level path: ``image`` = the EEG-predicted latents,
+    already scaled by the VAE's ``scaling_factor``), with the same handling of the IP-Adapter embeds."""
 
 
 class Reconstructor:
@@ -145,8 +161,10 @@ class Reconstructor:
         stimuli: Sequence[str],
         *,
         rounds: Sequence[int] | None = None,
+        latents: torch.Tensor | None = None,
     ) -> dict[tuple[int, int, str], np.ndarray]:
-        """uint8 (size, size, 3) images for every (round, stimulus), in batches of ``config.batch_size``."""
+        """uint8 (size, size, 3) images for every (round, stimulus), in batches of ``config.batch_size``;
+        ``latents`` (N, 4 * h * w): the low-level path's init, used when ``config.init_strength`` > 0."""
         jobs = [
             (r, i) for r in (rounds if rounds is not None else range(self.config.rounds)) for i in range(len(stimuli))
         ]
@@ -154,7 +172,8 @@ class Reconstructor:
         for batch in _chunks(jobs, self.config.batch_size):
             idx = [i for _, i in batch]
             keys = [(self.config.seed, r, stimuli[i]) for r, i in batch]
-            images = self._run({m: e[idx] for m, e in embeds.items()}, keys)
+            init = None if latents is None else latents[idx]
+            images = self._run({m: e[idx] for m, e in embeds.items()}, keys, init)
             out.update(zip(keys, images, strict=True))
         return out
 
@@ -171,9 +190,40 @@ class Reconstructor:
             if not torch.isfinite(e).all():
                 raise DataFormatError(f"{m!r} embeddings hold NaN or Inf")
 
-    def _run(self, embeds: dict[str, torch.Tensor], keys: list[tuple[int, int, str]]) -> list[np.ndarray]:
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the init latents the pipeline's VAE takes at ``config.size``."""
+        f = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+        return (int(self.pipe.vae.config.latent_channels), self.config.size // f, self.config.size // f)
+
+    def _init_latents(self, latents: torch.Tensor | None, b: int) -> torch.Tensor | None:
+        if self.config.init_strength == 0:
+            return None  # text-to-image: the latent is not used
+        if latents is None:
+            raise DataFormatError(
+                f"generate.init_strength is {self.config.init_strength}, but no low-level latents were given (align "
+                "with --set low_level=vae:<the pipeline's VAE>)"
+            )
+        c, h, w = self.latent_shape
+        if latents.ndim != 2 or latents.shape != (b, c * h * w) or not torch.isfinite(latents).all():
+            raise DataFormatError(
+                f"init latents have shape {tuple(latents.shape)}; the pipeline's VAE at {self.config.size} px takes "
+                f"({b}, {c * h * w}) = {c} x {h} x {w}, finite"
+            )
+        return latents.reshape(b, c, h, w)
+
+    def _img2img(self):
+        if getattr(self, "_i2i", None) is None:
+            self._i2i = IPAdapterSDXLImg2ImgPipeline(**self.pipe.components)
+            self._i2i.set_progress_bar_config(disable=True)
+        return self._i2i
+
+    def _run(
+        self, embeds: dict[str, torch.Tensor], keys: list[tuple[int, int, str]], latents: torch.Tensor | None = None
+    ) -> list[np.ndarray]:
         b, c = len(keys), self.config
         self.check_embeds(embeds, b)
+        init = self._init_latents(latents, b)
         dev, dtype = self.pipe.unet.device, self.pipe.unet.dtype
         ip = []
         for m in c.modalities:
@@ -187,17 +237,20 @@ class Reconstructor:
         if c.cfg:
             kw["negative_prompt_embeds"] = torch.zeros_like(kw["prompt_embeds"])
             kw["negative_pooled_prompt_embeds"] = torch.zeros_like(kw["pooled_prompt_embeds"])
-        result = self.pipe(
-            ip_adapter_image_embeds=ip,
-            num_inference_steps=c.steps,
-            guidance_scale=c.guidance_scale,
-            height=c.size,
-            width=c.size,
-            generator=gens,
-            num_images_per_prompt=1,
-            output_type="np",
+        common = {
+            "ip_adapter_image_embeds": ip,
+            "num_inference_steps": c.steps,
+            "guidance_scale": c.guidance_scale,
+            "generator": gens,
+            "num_images_per_prompt": 1,
+            "output_type": "np",
             **kw,
-        ).images
+        }
+        if init is None:
+            result = self.pipe(height=c.size, width=c.size, **common).images
+        else:  # img2img from the EEG-predicted latent (diffusers' strength = 1 - init_strength)
+            self._img2img().set_ip_adapter_scale([c.scales[m] for m in c.modalities])
+            result = self._img2img()(image=init.to(dev, dtype), strength=1.0 - c.init_strength, **common).images
         images = []
         for k, img in zip(keys, result, strict=True):
             if not np.isfinite(img).all():
@@ -209,7 +262,13 @@ class Reconstructor:
         return images
 
     def generate_to(
-        self, out: Path, embeds: dict[str, torch.Tensor], stimuli: Sequence[str], *, progress: bool = False
+        self,
+        out: Path,
+        embeds: dict[str, torch.Tensor],
+        stimuli: Sequence[str],
+        *,
+        progress: bool = False,
+        latents: torch.Tensor | None = None,
     ) -> list[Path]:
         """Write ``out/seed-S/round-R/<stimulus>.png`` for every image not yet there (a rerun resumes)."""
         from PIL import Image
@@ -224,7 +283,9 @@ class Reconstructor:
         for batch in tqdm(_chunks(todo, self.config.batch_size), desc="generate", disable=not progress, unit="batch"):
             idx = [i for _, i in batch]
             keys = [(self.config.seed, r, stimuli[i]) for r, i in batch]
-            for (_, r, s), img in zip(keys, self._run({m: e[idx] for m, e in embeds.items()}, keys), strict=True):
+            init = None if latents is None else latents[idx]
+            images = self._run({m: e[idx] for m, e in embeds.items()}, keys, init)
+            for (_, r, s), img in zip(keys, images, strict=True):
                 with atomic_path(path(r, s)) as tmp:
                     Image.fromarray(img).save(tmp, format="PNG")
                 written.append(path(r, s))

@@ -18,7 +18,7 @@ import torch
 
 from ..io import DataFormatError, check_range
 
-__all__ = ["RidgeConfig", "RidgeMap", "fit_ridge"]
+__all__ = ["RidgeConfig", "RidgeMap", "eeg_features", "fit_ridge"]
 
 
 @dataclass
@@ -124,3 +124,9 @@ def fit_ridge(
     model.y_mean.copy_(torch.from_numpy(full.y_mean))
     model.alpha, model.history = alpha, history
     return model
+
+
+def eeg_features(q: torch.Tensor, stride: int) -> torch.Tensor:
+    """Averaged EEG (N, C, T) -> the EEG ridge maps' features (N, C * ceil(T / stride)): every ``stride``-th
+    sample, flattened (the ``linear`` control and the low-level path read the EEG this way)."""
+    return q[..., ::stride].reshape(len(q), -1)

@@ -28,11 +28,13 @@ from ..models.align import (
     save_aligner,
 )
 from ..models.prior import PriorConfig
+from ..models.ridge import eeg_features
 from ..runs import AlignStageConfig
 
 __all__ = [
     "AlignResult",
     "align_run",
+    "eeg_features",
     "load_aligner",
     "mean_cosine",
     "save_aligner",
@@ -253,7 +255,17 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
             val_rows, val_what = _ridge_val_rows(run_cfg, split, img, cfg)
             if not linear_file.is_file():
                 _fit_eeg_ridge(
-                    cfg, split, q, img, target_views, latent_view, (val_rows, val_what), linear_file, log, unit.name
+                    cfg,
+                    split,
+                    q,
+                    img,
+                    target_views,
+                    latent_view,
+                    (val_rows, val_what),
+                    linear_file,
+                    log,
+                    unit.name,
+                    run_cfg.data.store,
                 )
             if not pending:
                 continue
@@ -320,12 +332,7 @@ def align_run(cfg: AlignStageConfig, out: str | Path, *, progress: bool = True, 
     return out
 
 
-def eeg_features(q: torch.Tensor, stride: int) -> torch.Tensor:
-    """Averaged EEG (N, C, T) -> the ridge maps' features (N, C * ceil(T / stride)): every ``stride``-th sample."""
-    return q[..., ::stride].reshape(len(q), -1)
-
-
-def _fit_eeg_ridge(cfg, split, q, img, target_views, latent_view, val, path, log, unit: str) -> None:
+def _fit_eeg_ridge(cfg, split, q, img, target_views, latent_view, val, path, log, unit: str, store: str) -> None:
     """Ridge maps from the averaged training EEG itself to every target and, with ``low_level``, to the latents:
     the ``linear`` control of both paths, and the low-level path's EEG -> latent map. One per unit (closed form:
     the same for every seed)."""
@@ -343,6 +350,13 @@ def _fit_eeg_ridge(cfg, split, q, img, target_views, latent_view, val, path, log
         "target_views": target_views,
         "latent_view": latent_view,
     }
+    if latent_view:  # which table of latents (VAE, size) the map predicts: generators refuse any other
+        from ..features.vae import latent_table
+
+        _, info = latent_table(store, "training", cfg.low_level_view, cfg.low_level)
+        extra["latent_table"] = info["key"]
+        extra["latent_shape"] = list(info["latent_shape"])
+        extra["latent_encoder"] = info["encoder"]
     save_aligner(path, model, extra)
     alphas = {t: m.alpha for t, m in model.maps.items()}
     log(f"{unit}: ridge from the EEG to {sorted(ys)}, penalties {alphas} chosen on {what}")

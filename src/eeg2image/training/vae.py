@@ -13,7 +13,6 @@ every ``checkpoint_every`` steps) to the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +22,10 @@ import torch
 from ..config import to_dict
 from ..data.things_eeg2 import ImageSet, load_image
 from ..features.vae import VAE_FILES
-from ..io import DataFormatError, check_range, fault_point, folder_lock, json_sha256, save_safetensors
+from ..io import DataFormatError, check_range, folder_lock, json_sha256
+from .steps import run_steps
 
 __all__ = ["VAEConfig", "train_vae"]
-
-STATE = "checkpoint/state.safetensors"
 
 
 @dataclass
@@ -87,54 +85,9 @@ def _images(root: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
-def _save_state(out: Path, vae, opt, sched, gen, step: int, history: list, key: str) -> None:
-    tensors = {f"model/{k}": v.detach().contiguous() for k, v in vae.state_dict().items()}
-    names = {id(p): n for n, p in vae.named_parameters()}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for k, v in opt.state.get(p, {}).items():
-                tensors[f"opt/{names[id(p)]}/{k}"] = torch.as_tensor(v).detach().contiguous()
-    tensors["gen"] = gen.get_state()
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]  # the schedule's current lr
-    meta = {"step": step, "history": history, "key": key, "sched": sched.state_dict(), "groups": groups}
-    save_safetensors(out / STATE, tensors, {"state": json.dumps(meta)})
-    fault_point("after-write", "vae-state")
-
-
-def _load_state(out: Path, vae, opt, sched, gen, key: str) -> tuple[int, list]:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    path = out / STATE
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {})["state"])
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
-        raise DataFormatError(f"{path}: unreadable checkpoint ({exc}); delete {path.parent} to start again") from exc
-    if meta.get("key") != key:
-        raise DataFormatError(
-            f"{path}: a checkpoint of another VAE configuration or image set; train into a new folder — nothing was "
-            "overwritten"
-        )
-    vae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-    opt.state.clear()
-    for n, p in vae.named_parameters():
-        st = {k.rsplit("/", 1)[1]: v for k, v in tensors.items() if k.startswith(f"opt/{n}/")}
-        if st:
-            opt.state[p] = st
-    for group, saved in zip(opt.param_groups, meta["groups"], strict=True):
-        group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    sched.load_state_dict(meta["sched"])
-    gen.set_state(tensors["gen"])
-    return int(meta["step"]), list(meta["history"])
-
-
 def train_vae(root: str | Path, out: str | Path, cfg: VAEConfig | None = None, *, progress=True, log=print) -> Path:
     """Train the VAE on the training images of ``root`` into ``out`` (a diffusers folder); returns ``out``. A
     finished folder of the same configuration and images is kept; one of another is refused."""
-    from tqdm.auto import tqdm
-
     from ..io import read_json, write_json, write_manifest
 
     cfg = cfg or VAEConfig()
@@ -156,16 +109,9 @@ def train_vae(root: str | Path, out: str | Path, cfg: VAEConfig | None = None, *
         vae = build_vae(cfg)
         opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        step, history = 0, []
-        if (out / STATE).is_file():
-            step, history = _load_state(out, vae, opt, sched, gen, key)
-            log(f"{out}: resuming at step {step} of {cfg.steps}")
         log(f"train the VAE on {len(x)} training images at {cfg.image_size} px, {cfg.steps} steps -> {out}")
-        vae.train()
-        bar = tqdm(total=cfg.steps, initial=step, desc="vae", unit="step", disable=not progress)
-        total = 0.0
-        while step < cfg.steps:
+
+        def step_loss(gen: torch.Generator) -> torch.Tensor:
             idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)
             batch = x[idx]
             if cfg.hflip:
@@ -174,22 +120,23 @@ def train_vae(root: str | Path, out: str | Path, cfg: VAEConfig | None = None, *
             post = vae.encode(batch).latent_dist
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
             rec = vae.decode(z).sample
-            loss = (rec - batch).abs().mean() + cfg.kl * post.kl().mean()
-            if not torch.isfinite(loss):
-                raise DataFormatError(f"vae step {step + 1}: the loss became NaN/Inf; lower vae.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            total += float(loss.detach())
-            bar.update(1)
-            fault_point("vae-step")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                history.append({"step": step, "loss": total / cfg.checkpoint_every})
-                total = 0.0
-                _save_state(out, vae, opt, sched, gen, step, history, key)
-        bar.close()
+            return (rec - batch).abs().mean() + cfg.kl * post.kl().mean()
+
+        history = run_steps(
+            out,
+            vae,
+            opt,
+            sched,
+            torch.Generator().manual_seed(cfg.seed),
+            key=key,
+            steps=cfg.steps,
+            checkpoint_every=cfg.checkpoint_every,
+            step_loss=step_loss,
+            name="vae",
+            what="VAE",
+            progress=progress,
+            log=log,
+        )
         _save_pretrained(vae.eval(), out)
         write_json(out / "history.json", history)
         write_manifest(
