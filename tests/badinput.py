@@ -75,3 +75,8 @@ def assert_refused(code: int, err: str, named: str, before: dict[str, str], afte
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(named, lines[0]), (named, lines[0])
     assert after == before, sorted(set(after.items()) ^ set(before.items()))[:6]
+
+
+def as_sets(items: list[str]) -> list[str]:
+    """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]``."""
+    return [x for s in items for x in ("--set", s)]

@@ -85,3 +85,39 @@ def learnable(tmp_path_factory) -> Path:
     shutil.rmtree(root / "ds" / "raw_data")  # most of its size on disk; its tests start from the preprocessed EEG
     embed_simulation_features(root / "ds", root / "store")
     return root
+
+
+#: The tiny VAE and decoder trained on the ``learnable`` dataset (``learnable_generator``).
+VAE_SETS = ["image_size=16", "block_out_channels=[8,16]", "steps=120", "batch_size=32", "lr=5e-3", "kl=1e-4"]
+DECODER_SETS = [
+    "decoder.image_size=16",
+    "decoder.channels=[32,16]",
+    "decoder.steps=300",
+    "decoder.checkpoint_every=100",
+]
+
+
+@pytest.fixture(scope="session")
+def learnable_generator(learnable, tmp_path_factory):
+    """The low-level path and the offline generator on the ``learnable`` dataset: a tiny VAE (``train-vae``), its
+    latents in a copy of the store (``embed --encoder vae:``), and a decoder (``train-decoder``) conditioned on the
+    simulator's features (view ``original``, the aligner's ``image`` target there) and the latents. Returns (folder
+    holding store/, vae/, dec/; the train-decoder command). Shared: read it, never write below it."""
+    from badinput import as_sets
+
+    from eeg2image.cli import main
+
+    root = tmp_path_factory.mktemp("generator")
+    shutil.copytree(learnable / "store", root / "store")
+
+    def run(*args) -> None:
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        assert exc.value.code == 0
+
+    run("train-vae", learnable / "ds", root / "vae", "--quiet", *as_sets(VAE_SETS))
+    run("embed", learnable / "ds", root / "store", "--encoder", f"vae:{root / 'vae'}", "--views", "original")
+    args = ["train-decoder", learnable / "ds", root / "store", root / "dec", "--encoder", "sim-features"]
+    args += ["--targets", "image", "--latents", f"vae:{root / 'vae'}", "--quiet", *as_sets(DECODER_SETS)]
+    run(*args)
+    return root, args

@@ -200,3 +200,25 @@ def test_the_offline_gallery_returns_the_nearest_training_image(tiny_dataset, ti
     assert np.array_equal(np.asarray(Image.open(paths[1])), want)
     with pytest.raises(DataFormatError, match=r"predicted embeddings have shape \(2, 5\); the gallery .* is 97-d"):
         gallery.nearest(torch.zeros(2, 5))
+
+
+def test_init_strength_zero_is_text_to_image_and_above_zero_starts_from_the_latent(tmp_path):
+    """The low-level path in SDXL: ``init_strength`` 0 gives today's text-to-image images, byte for byte, whatever
+    latents are passed; above 0 the images start from the given latents (img2img), and depend on them; latents of
+    another shape are refused by name."""
+    pipe = tiny_sdxl_pipeline(ip_adapter_folder=tmp_path, n_adapters=1)
+    e = {"image": torch.randn(3, 1024, generator=torch.Generator().manual_seed(0))}
+    lat = torch.randn(3, 4 * 16 * 16, generator=torch.Generator().manual_seed(1))
+    plain = reconstructor(pipe, modalities=["image"], size=32, batch_size=3).generate(e, STIMULI[:3])
+    zero = reconstructor(pipe, modalities=["image"], size=32, batch_size=3, init_strength=0.0)
+    assert all(np.array_equal(plain[k], v) for k, v in zero.generate(e, STIMULI[:3], latents=lat).items())
+    half = reconstructor(pipe, modalities=["image"], size=32, batch_size=3, init_strength=0.5)
+    a = half.generate(e, STIMULI[:3], latents=lat)
+    b = half.generate(e, STIMULI[:3], latents=-lat)
+    assert all(not np.array_equal(plain[k], a[k]) and not np.array_equal(a[k], b[k]) for k in a)
+    one = reconstructor(pipe, modalities=["image"], size=32, batch_size=1, init_strength=0.5)
+    assert all(np.array_equal(a[k], v) for k, v in one.generate(e, STIMULI[:3], latents=lat).items())
+    with pytest.raises(DataFormatError, match=r"init latents have shape \(3, 100\); .* takes \(3, 1024\)"):
+        half.generate(e, STIMULI[:3], latents=torch.zeros(3, 100))
+    with pytest.raises(DataFormatError, match="no low-level latents were given"):
+        half.generate(e, STIMULI[:3])

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from badinput import run_cli
+from badinput import as_sets, run_cli
 from test_faults import digest, eeg2image, killed
 
 from eeg2image.datasets import load_pairs
@@ -326,3 +326,102 @@ def test_folders_work_from_any_directory_and_a_moved_input_is_named(aligned, tmp
     code, _, err = run_cli(capsys, "reconstruct", moved, "--out", "o2", "--generator", "nearest")
     assert code == 2 and f"run was recorded as {tmp_path / 'gone'}, which is not there (moved or deleted?)" in err
     assert not (tmp_path / "elsewhere/o2").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Both paths and the controls: rows eeg, low-level, shuffled, nearest, linear, ceiling with the offline decoder
+# --------------------------------------------------------------------------------------------------
+
+ALL_ROWS = "eeg,low-level,shuffled,nearest,linear,ceiling"
+
+
+@pytest.fixture(scope="module")
+def rows(aligned, learnable_generator, tmp_path_factory):
+    """The experts run aligned with the low-level path (ridge from the EEG to the tiny VAE's latents), every row
+    reconstructed by the offline decoder, and scored."""
+    gen_root, _ = learnable_generator
+    vae = gen_root / "vae"
+    cli(["embed", aligned / "ds", aligned / "store", "--encoder", f"vae:{vae}", "--views", "original"])
+    out = tmp_path_factory.mktemp("rows")
+    sets = ["method=ridge", "fit_on=targets", f"low_level=vae:{vae}"]
+    cli(["align", aligned / "run", "--out", out / "align", "--targets", "image", "--quiet", *as_sets(sets)])
+    recon = ["reconstruct", out / "align", "--out", out / "recon", "--generator", "decoder"]
+    recon += ["--decoder", gen_root / "dec", "--rows", ALL_ROWS, "--quiet"]
+    cli(recon)
+    cli(["evaluate-recon", out / "recon", "--dataset", aligned / "ds", "--metrics", "pixcorr"])
+    return out, recon
+
+
+def _row(out, row: str) -> dict:
+    import json
+
+    return json.loads((out / "recon" / row / "sub-01/metrics.json").read_text())
+
+
+def test_every_row_is_made_and_scored_with_its_protocol(rows):
+    out, _ = rows
+    for row in ALL_ROWS.split(","):
+        m = _row(out, row)
+        assert m["protocol"]["row"] == row and m["protocol"]["seeds"] == [0, 1], row
+        assert len(list((out / "recon" / row / "sub-01").glob("seed-*/round-0/*.png"))) == 2 * N_TEST
+    assert "offline conditional decoder" in _row(out, "eeg")["protocol"]["generator"]
+    assert "nearest training image" in _row(out, "nearest")["protocol"]["generator"]
+    assert "VAE's decoder" in _row(out, "low-level")["protocol"]["generator"]
+    assert (out / "recon/grid-sub-01.png").is_file()
+    from eeg2image.evaluation.table import write_table
+
+    md = write_table(out / "recon")[1].read_text()
+    for row in ALL_ROWS.split(","):
+        assert f"| {row} | 2 |" in md
+
+
+def test_the_eeg_row_carries_the_picture_and_the_shuffled_control_sits_at_chance(rows):
+    """From the same decoder: the EEG's images correlate with their stimuli far above the shuffled control's (which
+    is at chance), below the ceiling's; the aligned embeddings identify the test image far above chance, the
+    shuffled ones at chance (1/40)."""
+    out, _ = rows
+    pix = {r: _row(out, r)["over_seeds"]["pixcorr"]["mean"] for r in ALL_ROWS.split(",")}
+    top1 = {r: _row(out, r)["over_seeds"]["image_embedding_top1"]["mean"] for r in ("eeg", "shuffled", "linear")}
+    # measured here: eeg ~0.45, shuffled ~0.0, ceiling ~0.75, nearest ~0.1; top-1 eeg ~0.5, shuffled ~0.03
+    assert pix["eeg"] >= pix["shuffled"] + 0.2 and abs(pix["shuffled"]) <= 0.1, pix
+    assert pix["ceiling"] >= pix["eeg"] and pix["eeg"] > pix["nearest"], pix
+    assert top1["eeg"] >= 6 / N_TEST and top1["shuffled"] <= 3 / N_TEST, top1
+    assert _row(out, "ceiling")["over_seeds"]["image_embedding_top1"]["mean"] == 1.0
+
+
+def test_a_killed_reconstruction_resumes_to_the_same_images(rows, tmp_path):
+    out, recon = rows
+    cmd = [*recon[:3], tmp_path / "recon", *recon[4:]]
+    res = eeg2image(*cmd, fault="generate-batch:9")
+    assert killed(res), res.stderr
+    res = eeg2image(*cmd)
+    assert res.returncode == 0, res.stderr
+    made = {k: v for k, v in digest(out / "recon", "*.png").items() if "/seed-" in k}  # not evaluation's grids
+    assert digest(tmp_path / "recon", "*.png") == made
+
+
+def test_latents_of_another_vae_or_size_and_aligners_of_another_method_are_refused(
+    rows, aligned, learnable_generator, tmp_path, capsys
+):
+    """One named line, exit 2, nothing written."""
+    out, recon = rows
+    gen_root, _ = learnable_generator
+    vae = f"vae:{gen_root / 'vae'};size=32"  # the same VAE at another size: other latents
+    cli(["embed", aligned / "ds", aligned / "store", "--encoder", vae, "--views", "original"])
+    sets = ["method=ridge", "fit_on=targets", f"low_level={vae}"]
+    cli(["align", aligned / "run", "--out", tmp_path / "a32", "--targets", "image", "--quiet", *as_sets(sets)])
+    code, _, err = run_cli(capsys, recon[0], tmp_path / "a32", "--out", tmp_path / "o", *recon[4:])
+    assert code == 2 and "another VAE or size" in err and "train the decoder on these latents" in err
+    assert not (tmp_path / "o").exists()
+    # an align folder whose aligner files are of another method than its config says
+    shutil.copytree(out / "align", tmp_path / "mixed")
+    shutil.copy(aligner_path(aligned / "run/align", "sub-01", 1), aligner_path(tmp_path / "mixed", "sub-01", 1))
+    code, _, err = run_cli(capsys, recon[0], tmp_path / "mixed", "--out", tmp_path / "o", *recon[4:])
+    assert code == 2 and "an aligner of method 'sth_align', but" in err and "says 'ridge'" in err
+    assert not (tmp_path / "o").exists()
+    # the low-level row without an EEG -> latent map
+    code, _, err = run_cli(
+        capsys, "reconstruct", aligned / "run/align", "--out", tmp_path / "o", "--rows", "low-level", "--quiet"
+    )
+    assert code == 2 and "row low-level needs an EEG -> latent map" in err
+    assert not (tmp_path / "o").exists()

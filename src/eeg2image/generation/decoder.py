@@ -2,7 +2,9 @@
 embeddings and latents, written as ``reconstruct`` writes SDXL-Turbo's (``OUT/seed-S/round-R/<stimulus>.png``).
 
 Each image is sampled with its own generator, seeded by (seed, stimulus, round) as SDXL's are
-(``generation.sdxl.image_seed``), so an image does not depend on its batch and the rounds of one stimulus differ.
+(``generation.sdxl.image_seed``), and decoded alone (the CPU's convolution kernels may round differently for other
+batch sizes), so an image never depends on which others were made with it (a resumed run's images are the same,
+byte for byte) and the rounds of one stimulus differ.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ __all__ = ["DecoderGenerator"]
 class DecoderGenerator:
     """``generate_to(out, {target: (N, D)}, latents (N, C*h*w) or None, stimuli, seed=, rounds=)``."""
 
-    def __init__(self, folder: str | Path, temperature: float = 1.0, batch_size: int = 64):
+    def __init__(self, folder: str | Path, temperature: float = 1.0):
         self.folder = Path(folder)
         self.model, self.meta = load_decoder(self.folder)
         self.temperature = float(temperature)
-        self.batch_size = batch_size
         self.targets = list(self.model.targets)
         self.label = f"{LABEL}, {self.model.config.image_size} px, temperature {self.temperature:g}"
 
@@ -56,9 +57,13 @@ class DecoderGenerator:
         latents: torch.Tensor | None,
         keys: Sequence[tuple[int, int, str]],
     ) -> np.ndarray:
-        """uint8 images (N, S, S, 3), one per (seed, round, stimulus) key."""
-        gens = [torch.Generator().manual_seed(image_seed(s, stim, r)) for s, r, stim in keys]
-        x = self.model.sample(embeds, latents, gens, self.temperature)
+        """uint8 images (N, S, S, 3), one per (seed, round, stimulus) key, each decoded alone."""
+        rows = []
+        for i, (s, r, stim) in enumerate(keys):
+            gen = [torch.Generator().manual_seed(image_seed(s, stim, r))]
+            one = {t: e[i : i + 1] for t, e in embeds.items()}
+            rows.append(self.model.sample(one, None if latents is None else latents[i : i + 1], gen, self.temperature))
+        x = torch.cat(rows)
         if not torch.isfinite(x).all():
             raise DataFormatError("the decoder produced NaN pixels (inputs with NaN or Inf?)")
         return (x * 255).round().byte().permute(0, 2, 3, 1).numpy()
@@ -88,8 +93,8 @@ class DecoderGenerator:
 
         todo = [(r, i) for r in range(rounds) for i, s in enumerate(stimuli) if not path(r, s).is_file()]
         written = []
-        for b in range(0, len(todo), self.batch_size):
-            batch = todo[b : b + self.batch_size]
+        for b in range(0, len(todo), 16):  # 16 images written between fault points
+            batch = todo[b : b + 16]
             idx = [i for _, i in batch]
             keys = [(seed, r, stimuli[i]) for r, i in batch]
             images = self.sample(

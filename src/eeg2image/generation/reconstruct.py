@@ -75,7 +75,15 @@ from ..runs import (
 from .gallery import NearestTrainingImage
 from .sdxl import IP_ADAPTER_REPO, SDXL_TURBO, GenerationConfig, Reconstructor, load_sdxl_pipeline
 
-__all__ = ["GENERATORS", "ROWS", "ReconstructConfig", "derangement", "eeg_queries", "reconstruct_run"]
+__all__ = [
+    "GENERATORS",
+    "ROWS",
+    "ReconstructConfig",
+    "calibrate_latents",
+    "derangement",
+    "eeg_queries",
+    "reconstruct_run",
+]
 
 GENERATORS = ("sdxl", "decoder", "nearest")
 
@@ -106,6 +114,9 @@ class ReconstructConfig:
     decoder: str = ""  # the offline decoder's folder (`eeg2image train-decoder`), for generator=decoder
     temperature: float = 1.0  # the decoder's sampling temperature (0: its mean image)
     shuffle_seed: int = 0  # the permutation of the `shuffled` row
+    # predicted latents rescaled image by image to the training latents' spread (``calibrate_latents``) before the
+    # VAE decodes them (low-level row) or SDXL starts from them (img2img); the decoder is unaffected
+    calibrate_latents: bool = True
 
     def __post_init__(self) -> None:
         check_option("generator", self.generator, GENERATORS, where="reconstruct.generator")
@@ -296,6 +307,8 @@ class _RowInputs:
         x = eeg_features(q, acfg.eeg_time_stride) if u.ridge is not None else None
         linear = u.ridge.predict({"eeg": x}) if u.ridge is not None else {}
         self.latents = linear.get("latent") if acfg.low_level else None
+        if self.latents is not None and cfg.calibrate_latents:
+            self.latents = calibrate_latents(self.latents, run_cfg.data.store, acfg)
         self.linear = {t: linear[t] for t in targets if t in linear}
         self.perm = derangement(len(q), cfg.shuffle_seed)
         self.shuffled = embed_eeg(u.stack, q[self.perm], sub[self.perm]) if "shuffled" in rows else None
@@ -321,6 +334,20 @@ class _RowInputs:
         if row == "ceiling":
             return self.ceiling
         return {}, self.latents  # low-level
+
+
+def calibrate_latents(latents: torch.Tensor, store: str, acfg) -> torch.Tensor:
+    """Undo a regression's shrinkage of predicted latents, image by image: standardised with the training latents'
+    per-element mean and sd, rescaled to unit RMS, then back (a ridge prediction pulls every latent toward the mean
+    latent, which a VAE decodes grey). Uses the training partition only; the offline decoder does the same inside."""
+    from ..features.vae import latent_table
+
+    table, _ = latent_table(store, "training", acfg.low_level_view, acfg.low_level)
+    z = torch.from_numpy(np.asarray(table.embeddings, dtype=np.float32))
+    mean, sd = z.mean(0), z.std(0).clamp_min(1e-6)
+    u = (latents.float() - mean) / sd
+    u = u / u.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-6)
+    return mean + sd * u
 
 
 def _test_targets(run_cfg, acfg, target_views: dict[str, str], n: int) -> tuple[dict, torch.Tensor | None]:

@@ -253,10 +253,14 @@ def load_decoder(folder: str | Path) -> tuple[ConditionalDecoder, dict[str, Any]
         raise MissingDataError(f"{path}: no decoder there; train one with `eeg2image train-decoder`")
     try:
         with safe_open(str(path), "pt") as f:
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            raw = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataFormatError(f"{path}: not a readable decoder file ({exc}); train it again") from exc
+    try:
+        meta = {k: json.loads(v) for k, v in raw.items()}
+    except ValueError:
+        meta = {}
     if "decoder_config" not in meta or "targets" not in meta:
         raise DataFormatError(f"{path}: not a decoder weights file (no decoder_config in its metadata)")
     cfg = from_dict(DecoderConfig, meta["decoder_config"], where=f"{path}: decoder_config")
