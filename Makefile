@@ -50,25 +50,32 @@ reference: $(STAMP)
 # The reference's reconstruction table (its Task 2) on real THINGS-EEG2: make reference-recon THINGS=/data/things-eeg2
 # SUBJECT=1. Needs in the Hugging Face cache (never downloaded): laion/CLIP-ViT-H-14-laion2B-s32B-b79K (experts'
 # targets, texts), LiheYoung/depth-anything-base-hf (depth maps), h94/IP-Adapter (models/image_encoder and
-# sdxl_models/ip-adapter_sdxl_vit-h.safetensors), stabilityai/sdxl-turbo; for the metrics the torchvision weights
-# and OpenAI ViT-L/14 in the torch / HF caches (a missing one is reported unavailable); a GPU.
+# sdxl_models/ip-adapter_sdxl_vit-h.safetensors), stabilityai/sdxl-turbo (its vae/ also gives the low-level path's
+# latents of the 512-px images, 4 x 64 x 64); for the metrics the torchvision weights and OpenAI ViT-L/14 in the
+# torch / HF caches (a missing one is reported unavailable); a GPU. The table's rows: eeg (the reference's
+# text-to-image; INIT=0.5 starts SDXL from the EEG-predicted latent instead), low-level, shuffled, nearest, linear,
+# ceiling (docs/reconstruction.md).
 RECON_DIR ?= reference_recon
 VITH = openclip:ViT-H-14/laion2b_s32b_b79k
 IPA = ipadapter:h94/IP-Adapter
+LATENTS = vae:stabilityai/sdxl-turbo;size=512
+INIT ?= 0
+RECON_ROWS = eeg,low-level,shuffled,nearest,linear,ceiling
 RECON_VIEWS = original,edges,depth:model=LiheYoung/depth-anything-base-hf
-SUB2 = $(shell printf %02d $(SUBJECT))
 reference-recon: $(STAMP)
 	$(BIN)/eeg2image preprocess $(THINGS) $(RECON_DIR)/preprocessed --subjects $(SUBJECT) --preset ubp
 	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder $(VITH) --views $(RECON_VIEWS) --text-encoder $(VITH)
 	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder $(IPA) --views $(RECON_VIEWS)
+	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder '$(LATENTS)' --views original:size=512
 	$(BIN)/eeg2image train $(RECON_DIR)/run-sub-$(SUBJECT) --preset cogcap --subjects $(SUBJECT) \
 		--preprocessed $(RECON_DIR)/preprocessed --store $(RECON_DIR)/embeddings --dataset $(THINGS)
 	$(BIN)/eeg2image evaluate $(RECON_DIR)/run-sub-$(SUBJECT)
 	$(BIN)/eeg2image align $(RECON_DIR)/run-sub-$(SUBJECT) --encoder $(IPA) \
-		--set target_views.depth=depth-depth-anything-base-hf
-	$(BIN)/eeg2image reconstruct $(RECON_DIR)/run-sub-$(SUBJECT)/align --out $(RECON_DIR)/images --generator sdxl
-	$(BIN)/eeg2image evaluate-recon $(RECON_DIR)/images/sub-$(SUB2) --dataset $(THINGS)
-	$(BIN)/eeg2image table $(RECON_DIR)
+		--set target_views.depth=depth-depth-anything-base-hf --set 'low_level=$(LATENTS)'
+	$(BIN)/eeg2image reconstruct $(RECON_DIR)/run-sub-$(SUBJECT)/align --out $(RECON_DIR)/images --generator sdxl \
+		--rows $(RECON_ROWS) --set generate.init_strength=$(INIT)
+	$(BIN)/eeg2image evaluate-recon $(RECON_DIR)/images --dataset $(THINGS)
+	$(BIN)/eeg2image table $(RECON_DIR)/images
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

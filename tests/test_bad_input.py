@@ -617,6 +617,30 @@ USAGE_CASES = {
         r"--subjects: expected numbers like 1,2,3 or 0-9, got '3-1'",
     ),
     "usage info on no folder": (lambda c: ["info", c.tmp / "nowhere"], r"nowhere: no such folder"),
+    "usage unknown reconstruction row": (
+        lambda c: ["reconstruct", c.tmp / "a", "--out", c.tmp / "o", "--rows", "eeg,best"],
+        r"unknown row 'best'.*eeg, low-level, shuffled, nearest, linear, ceiling",
+    ),
+    "usage decoder generator without its folder": (
+        lambda c: ["reconstruct", c.tmp / "a", "--out", c.tmp / "o", "--generator", "decoder"],
+        r"generator=decoder needs the decoder's folder",
+    ),
+    "usage init_strength 1": (
+        lambda c: ["reconstruct", c.tmp / "a", "--out", c.tmp / "o", "--set", "generate.init_strength=1"],
+        r"generate.init_strength: 1.* is out of range; expected >= 0 and < 1",
+    ),
+    "usage decoder config unknown key": (
+        lambda c: ["train-decoder", c.ds(), c.tmp / "st", c.tmp / "d", "--set", "decoder.stepz=3"],
+        r"unknown key\(s\) decoder.stepz",
+    ),
+    "usage decoder channels": (
+        lambda c: ["train-decoder", c.ds(), c.tmp / "st", c.tmp / "d", "--set", "decoder.channels=[30]"],
+        r"decoder.channels: 30 is not a multiple of 4",
+    ),
+    "usage decoder latents not a VAE": (
+        lambda c: ["train-decoder", c.ds(), c.tmp / "st", c.tmp / "d", "--latents", "effnet-lite0"],
+        r"latents 'effnet-lite0': expected a VAE's latent table, vae:<folder>",
+    ),
 }
 
 NEEDS_RUN = set(STORE_CASES) | set(RUN_CASES)

@@ -125,3 +125,17 @@ def test_folders_that_are_no_vae_are_refused_by_name(vae_folder, tmp_path):
 
     with pytest.raises(MissingWeightsError, match="not a VAE folder"):
         resolve_vae_folder(tmp_path)
+
+
+def test_latents_killed_while_written_resume_to_the_same_table(vae_folder, tiny_dataset, tmp_path):
+    """``embed --encoder vae:`` killed between batches of latents, then rerun: the same table, byte for byte."""
+    args = ["embed", tiny_dataset, tmp_path / "whole", "--encoder", f"vae:{vae_folder}", "--views", "original"]
+    res = eeg2image(*args, "--batch-size", "8", "--quiet")
+    assert res.returncode == 0, res.stderr
+    killed_args = [*args[:2], tmp_path / "killed", *args[3:], "--batch-size", "8", "--quiet"]
+    res = eeg2image(*killed_args, fault="embed-batch:3")
+    assert killed(res), res.stderr
+    assert not list((tmp_path / "killed").rglob("original__*.safetensors"))  # nothing that looks complete
+    res = eeg2image(*killed_args)
+    assert res.returncode == 0, res.stderr
+    assert digest(tmp_path / "killed", "*.safetensors") == digest(tmp_path / "whole", "*.safetensors")

@@ -5,10 +5,13 @@ images with the offline, ImageNet-trained EfficientNet-Lite0 (the plain view and
 EVNet through a seeded frozen adapter into the same space, and the simulator's generating features (an oracle)
 -> show what the data hold -> train the multi-level-blur EEG encoder, 3 seeds stacked, for each row of the
 reference recipe's ablation -> evaluate zero-shot retrieval on the test images and merge the rows into one
-table -> reconstruction: CognitionCapturerPro's experts (image, text, edge map) and fusion, one ridge aligner per
-seed (fitted on the targets), and the offline generator (the nearest training image, a labelled baseline),
-scored with the metrics that need no downloaded network. Each step is skipped when its output is already there
-and valid, so a second run is quick.
+table -> reconstruction along the field's two paths: CognitionCapturerPro's experts (image, text, edge map) and
+fusion with one ridge aligner per seed (fitted on the targets: the semantic path), ridge from the EEG to the latents
+of an offline VAE trained on the training images (the low-level path), and the offline generator (a conditional
+decoder trained on the training images, the stand-in for SDXL-Turbo) -> every row of the reconstruction table
+(eeg, low-level, shuffled, nearest, linear, ceiling), scored with the metrics that need no downloaded network, and
+the paths side by side in one picture. Each step is skipped when its output is already there and valid, so a
+second run is quick.
 """
 
 from __future__ import annotations
@@ -78,10 +81,12 @@ def _figure(workdir: Path, dataset: Path, pre: Path) -> Path:
 
 
 def run_demo(workdir: str | Path, preset: str = "demo") -> None:
+    from .allocator import keep_freed_memory
     from .data.inspect import format_findings, inspect_dataset
     from .data.preprocess import PreprocessConfig, preprocess_subject, read_our_preprocessed
     from .data.simulate import simulate_dataset, simulation_config
 
+    keep_freed_memory()  # glibc keeps freed pages for reuse: every stage's large temporaries (embedding: 2.5x faster)
     workdir = Path(workdir)
     dataset = workdir / "things-eeg2-simulated"
     pre_root = workdir / "preprocessed"
@@ -162,15 +167,15 @@ ABLATION: dict[str, tuple[str, dict]] = {
     ),
 }
 FULL_RECIPE = "3-blur8-evnet-adapter"
-TEXT_ENCODER = "minilm"  # packaged all-MiniLM-L6-v2: the offline stand-in for a CLIP text tower
 
 #: The demo's brain side for reconstruction (on top of the demo's data paths): CognitionCapturerPro's experts for
-#: the modalities that exist offline (the image and its edge map by EfficientNet-Lite0, the concept's name by
-#: MiniLM; depth needs a depth network's weights) and their fusion; each expert the VED encoder of the retrieval rows
-#: on all 63 channels, with their fixed logit scale 1.0, 20 epochs, seeds 0-1. Measured on this data
-#: (docs/reconstruction.md, issue 19): the released cogcap expert on 17 channels with the released scale 2.727
-#: identifies 4-12 % of the test images after 10 epochs and stays at chance for ~8 epochs on 63 channels; VED experts
-#: reach 13 % with the released scale and 26 % with 1.0, in ~150 s.
+#: the image and its edge map (EfficientNet-Lite0; depth needs a depth network's weights) and their fusion; each
+#: expert the VED encoder of the retrieval rows on all 63 channels, with their fixed logit scale 1.0, 20 epochs, seeds
+#: 0-1. No text expert: the aligner, fitted on the targets' own embeddings, reads the image and edge experts only (a
+#: text expert would feed the fusion key alone, which has no target), so it would cost ~30 s and change nothing.
+#: Measured on this data (docs/reconstruction.md, issue 19): the released cogcap expert on 17 channels with the
+#: released scale 2.727 identifies 4-12 % of the test images after 10 epochs and stays at chance for ~8 epochs on 63
+#: channels; VED experts reach 13 % with the released scale and 26-30 % with 1.0, in ~100-150 s.
 RECON_RUN = {
     "data.image_encoder": IMAGE_ENCODER,
     "data.val_fraction": 0.1,
@@ -178,25 +183,34 @@ RECON_RUN = {
     "train.batch_size": 128,
     "train.lr": 1e-3,
     "train.experts": {
-        "modalities": {"image": ["original"], "text": [f"text-template@{TEXT_ENCODER}"], "edge": ["edges-100-200"]},
+        "modalities": {"image": ["original"], "edge": ["edges-100-200"]},
         "expert": "ved",
         "logit_scale": 1.0,
-        "text_epochs": 5,
     },
     "seeds": [0, 1],
 }
 #: The aligner: ridge fitted on the training images' own embeddings (``fit_on=targets``), each seed's expert outputs
 #: given their moments. Measured on this data: an aligner fitted on the experts' outputs for the training EEG
 #: (STH-Align or ridge) loses most of what the experts have, since they have memorised that EEG (100 % of the images
-#: they trained on, 22-24 % of the test images); fitted on the targets it keeps 14-16 %.
+#: they trained on, 22-24 % of the test images); fitted on the targets it keeps 14-16 %. With ``low_level`` it also
+#: fits the low-level path: ridge from the averaged EEG to the offline VAE's latents.
 RECON_ALIGN = {"method": "ridge", "fit_on": "targets", "align": {"targets": ["image", "edge"]}}
+#: The offline VAE (``train-vae``): a small diffusers AutoencoderKL at 32 px, latents 4 x 8 x 8, 300 steps (~80 s
+#: on 2 cores). KL weight 1e-4: of those tried, its latents are the most linear in what the EEG carries, measured on
+#: held-out *training* concepts (ridge from the EEG fitted on the other training concepts, its latents decoded:
+#: PixCorr 0.18 with 1e-4, 0.17 with 1e-5, 0.04 with 5e-4, where the VAE collapses).
+RECON_VAE = {"image_size": 32, "block_out_channels": [16, 32, 32], "kl": 1e-4, "steps": 300}
+#: The offline generator (``train-decoder``): the conditional decoder at 32 px from the aligner's two targets and the
+#: latents, 600 steps (~60 s); its other settings are the defaults, chosen before any test image was scored.
+RECON_DECODER = {"image_size": 32, "steps": 600}
+RECON_ROWS = ["eeg", "low-level", "shuffled", "nearest", "linear", "ceiling"]
 RECON_METRICS = ["pixcorr", "ssim", "effnet_lite0_proxy"]
 
 
 def embed_demo_views(dataset: Path, store: Path) -> None:
     """Every table the ablation reads, each computed once (cached in the store on later runs)."""
-    from .features.embed import embed_images, embed_texts
-    from .features.encoders import build_image_encoder, build_text_encoder
+    from .features.embed import embed_images
+    from .features.encoders import build_image_encoder
     from .features.oracle import embed_simulation_features
     from .features.views import parse_views
 
@@ -206,7 +220,6 @@ def embed_demo_views(dataset: Path, store: Path) -> None:
     results += embed_images(dataset, store, parse_views("original"), build_image_encoder(EVNET_ENCODER))
     results += embed_images(dataset, store, parse_views("edges"), build_image_encoder(IMAGE_ENCODER))
     results += embed_simulation_features(dataset, store)
-    results += embed_texts(dataset, store, build_text_encoder(TEXT_ENCODER), progress=False)
     for r in results:
         print(f"      {r.partition:<9} {r.view:<10} {r.encoder:<24} {r.status:<9} {r.n_images} images")
     print(f"      ({time.perf_counter() - t0:.0f} s)")
@@ -247,14 +260,21 @@ def _train_and_evaluate(workdir: Path, dataset: Path, pre_root: Path) -> None:
 
 
 def _reconstruct(workdir: Path, dataset: Path, pre_root: Path) -> None:
-    """Experts -> STH-Align -> the nearest training image -> offline metrics, and one table with both."""
-    from .evaluation.reconstruction import evaluate_reconstructions
+    """Experts -> aligner, EEG -> VAE latent, the offline decoder -> every row of the table, scored side by side."""
+    from .evaluation.reconstruction import evaluate_rows
     from .evaluation.table import write_table
-    from .generation.reconstruct import ReconstructConfig, reconstruct_run
+    from .features.embed import embed_images
+    from .features.encoders import build_image_encoder
+    from .features.views import parse_views
+    from .generation.reconstruct import ROWS, ReconstructConfig, reconstruct_run
+    from .io import DataFormatError
     from .models.align import AlignConfig
+    from .models.decoder import DecoderConfig
     from .pipeline import train_and_evaluate
     from .runs import AlignStageConfig, config_changes, run_config
     from .training.align import align_run
+    from .training.decoder import DecoderStageConfig, train_decoder
+    from .training.vae import VAEConfig, train_vae
 
     root = workdir / "reconstruction"
     run_dir, images = root / "experts", root / "images"
@@ -263,27 +283,56 @@ def _reconstruct(workdir: Path, dataset: Path, pre_root: Path) -> None:
     if config_changes(run_dir / "config.yaml", cfg):  # the demo owns this folder: an older demo's run is replaced
         print(f"      {root}: made by an older demo, removed")
         shutil.rmtree(root)
-    print(f"[7/7] reconstruction: VED experts (image, text, edge) + fusion, seeds 0-1 -> {run_dir}")
     log = lambda m: print("      " + m)  # noqa: E731
+    t0 = time.perf_counter()
+    print(f"[7/7] reconstruction: VED experts (image, edge map) + fusion, seeds 0-1 -> {run_dir}")
     train_and_evaluate(cfg, run_dir, progress=True, log=log)
+
+    def owned(make, folder: Path):  # the demo's folders: one made by an older demo is replaced, not refused
+        try:
+            return make()
+        except DataFormatError as exc:
+            if "of another" not in str(exc) and "from other inputs" not in str(exc):
+                raise
+            print(f"      {folder}: made by an older demo, removed")
+            shutil.rmtree(folder)
+            return make()
+
+    vae = root / "vae"
+    print(f"      the low-level path: the offline VAE (a diffusers AutoencoderKL, training images only) -> {vae}")
+    owned(lambda: train_vae(dataset, vae, VAEConfig(**RECON_VAE), progress=True, log=log), vae)
+    latents = f"vae:{vae}"
+    embed_images(dataset, workdir / "embeddings", parse_views("original"), build_image_encoder(latents), progress=False)
     align = AlignStageConfig(
         run=str(run_dir),
+        low_level=latents,
         **{k: v for k, v in RECON_ALIGN.items() if k != "align"},
         align=AlignConfig(**RECON_ALIGN["align"]),
     )
     if config_changes(run_dir / "align" / "config.yaml", align):  # an older demo's aligners and their images
         print(f"      {run_dir / 'align'}: made by an older demo, removed with {images}")
-        shutil.rmtree(run_dir / "align")
+        shutil.rmtree(run_dir / "align", ignore_errors=True)
         shutil.rmtree(images, ignore_errors=True)
     align_run(align, run_dir / "align", progress=False, log=log)
-    recon = ReconstructConfig(generator="nearest", nearest_size=128)
-    for folder in reconstruct_run(run_dir / "align", images, recon, progress=False, log=log):
-        evaluate_reconstructions(folder, dataset, metrics=RECON_METRICS, log=log)
-    md = write_table(root)[1]
+    decoder = root / "decoder"
+    dcfg = DecoderStageConfig(
+        encoder=IMAGE_ENCODER,
+        targets=list(RECON_ALIGN["align"]["targets"]),
+        latents=latents,
+        decoder=DecoderConfig(**RECON_DECODER),
+    )
+    print(f"      the offline generator (conditional decoder, training images only) -> {decoder}")
+    owned(lambda: train_decoder(dataset, workdir / "embeddings", decoder, dcfg, progress=True, log=log), decoder)
+    recon = ReconstructConfig(generator="decoder", decoder=str(decoder), rows=RECON_ROWS, nearest_size=128)
+    owned(lambda: reconstruct_run(run_dir / "align", images, recon, progress=False, log=lambda m: None), images)
+    evaluate_rows(images, dataset, metrics=RECON_METRICS, log=lambda m: None)
+    md = write_table(images, descriptions={r: ROWS[r] for r in RECON_ROWS})[1]
+    print(f"      ({time.perf_counter() - t0:.0f} s)")
     print()
     print(md.read_text())
     print(
-        f"reconstructions: {images}/sub-01/grid.png (test images | the images generated for them), report.md; the "
-        "generator here is the nearest training image, a retrieval baseline: SDXL-Turbo runs with `eeg2image "
-        "reconstruct --generator sdxl` where its weights are present"
+        f"reconstructions: {images}/grid-sub-01.png (test images | low-level | generated | linear | nearest | "
+        f"shuffled | ceiling), {images}/<row>/sub-01/report.md. The generator here is the offline conditional "
+        "decoder, a stand-in for SDXL-Turbo trained on the 1,200 training images: `eeg2image reconstruct "
+        "--generator sdxl` runs SDXL-Turbo where its weights are present"
     )

@@ -60,6 +60,12 @@ def load_pairs(
     """(image ids, GT (N, 3, 256, 256), reconstructions (N, 3, 256, 256)) as float in [0, 1], paired by id.
 
     Both sides must list the same ids; a missing, extra or unreadable image is an error that names it."""
+    _check_ids(ground_truth, reconstructions)
+    ids = sorted(ground_truth)
+    return ids, _stack([ground_truth[i] for i in ids]), _stack([reconstructions[i] for i in ids])
+
+
+def _check_ids(ground_truth: Mapping[str, Path], reconstructions: Mapping[str, Path]) -> None:
     missing = sorted(set(ground_truth) - set(reconstructions))
     extra = sorted(set(reconstructions) - set(ground_truth))
     if missing or extra:
@@ -69,10 +75,8 @@ def load_pairs(
         if extra:
             parts.append(f"{len(extra)} reconstruction(s) match no ground-truth image (first: {extra[0]!r})")
         raise DataFormatError("reconstructions and ground truth list different images: " + "; ".join(parts))
-    ids = sorted(ground_truth)
-    if len(ids) < 2:
-        raise DataFormatError(f"2-way identification needs at least 2 images, got {len(ids)}")
-    return ids, _stack([ground_truth[i] for i in ids]), _stack([reconstructions[i] for i in ids])
+    if len(ground_truth) < 2:
+        raise DataFormatError(f"2-way identification needs at least 2 images, got {len(ground_truth)}")
 
 
 def _stack(paths: Sequence[Path]) -> torch.Tensor:
@@ -107,23 +111,31 @@ def _standardise(a: torch.Tensor) -> torch.Tensor:
     return a / a.norm(dim=1, keepdim=True).clamp_min(1e-300)
 
 
-def pixcorr(gt: torch.Tensor, rec: torch.Tensor) -> float:
-    """Mean Pearson r of the flattened RGB images at 425 px."""
-    g, r = _standardise(resize(gt, 425)), _standardise(resize(rec, 425))
-    return float((g * r).sum(dim=1).mean())
+def pixcorr(gt: torch.Tensor, rec: torch.Tensor, cache: dict | None = None) -> float:
+    """Mean Pearson r of the flattened RGB images at 425 px (``cache``: keeps the ground truth's side)."""
+    g = _cached(cache, "pixcorr", lambda: _standardise(resize(gt, 425)))
+    return float((g * _standardise(resize(rec, 425))).sum(dim=1).mean())
 
 
-def ssim(gt: torch.Tensor, rec: torch.Tensor) -> float:
+def _cached(cache: dict | None, key: str, make):
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def ssim(gt: torch.Tensor, rec: torch.Tensor, cache: dict | None = None) -> float:
     """Mean SSIM of the grey images at 425 px (scikit-image, MindEye's settings)."""
     from skimage.color import rgb2gray
     from skimage.metrics import structural_similarity
 
-    g = resize(gt, 425).permute(0, 2, 3, 1).numpy()
+    g = _cached(cache, "ssim", lambda: [rgb2gray(x) for x in resize(gt, 425).permute(0, 2, 3, 1).numpy()])
     r = resize(rec, 425).permute(0, 2, 3, 1).numpy()
     scores = [
         structural_similarity(
             rgb2gray(r[i]),
-            rgb2gray(g[i]),
+            g[i],
             gaussian_weights=True,
             sigma=1.5,
             use_sample_covariance=False,
@@ -319,22 +331,24 @@ def reconstruction_metrics(
     weights: dict[str, Any] | None = None,
     extractors: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     batch: int = 32,
+    gt_features: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Every metric of ``metrics`` (default: all) on paired images (N, 3, 256, 256) in [0, 1].
 
     Returns ``{"values": {name: float}, "unavailable": {name: why}, "better": {name: "higher"|"lower"},
     "proxy": [names not comparable with the standard table]}``. ``weights`` maps a network name to a local file;
-    ``extractors`` gives ready feature functions (tests, or networks already loaded)."""
+    ``extractors`` gives ready feature functions (tests, or networks already loaded); ``gt_features`` caches the
+    ground truth's features by metric (filled on first use: pass the same dict for the same ``gt``)."""
     names = list(metrics) if metrics is not None else ["pixcorr", "ssim", *FEATURE_METRICS]
     values: dict[str, float] = {}
     unavailable: dict[str, str] = {}
     better: dict[str, str] = {"pixcorr": "higher", "ssim": "higher"}
     for name in names:
         if name == "pixcorr":
-            values[name] = pixcorr(gt, rec)
+            values[name] = pixcorr(gt, rec, gt_features)
             continue
         if name == "ssim":
-            values[name] = ssim(gt, rec)
+            values[name] = ssim(gt, rec, gt_features)
             continue
         check_option("reconstruction metric", name, ["pixcorr", "ssim", *FEATURE_METRICS])
         fm = FEATURE_METRICS[name]
@@ -343,7 +357,12 @@ def reconstruction_metrics(
         except MissingDataError as exc:
             unavailable[name] = str(exc)
             continue
-        g = torch.cat([extract(gt[i : i + batch]) for i in range(0, len(gt), batch)])
+        if gt_features is not None and name in gt_features:
+            g = gt_features[name]
+        else:
+            g = torch.cat([extract(gt[i : i + batch]) for i in range(0, len(gt), batch)])
+            if gt_features is not None:
+                gt_features[name] = g
         r = torch.cat([extract(rec[i : i + batch]) for i in range(0, len(rec), batch)])
         if fm.score == "corr_distance":
             values[name] = corr_distance(g, r)
@@ -392,6 +411,42 @@ def _mean_sd(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
 
 
+class _Scorer:
+    """What every folder of one evaluation shares: the feature networks (built once) and the ground truth's images
+    and features (computed once)."""
+
+    def __init__(self, names: list[str], weights: dict[str, Any] | None, log):
+        from ..allocator import keep_freed_memory
+
+        keep_freed_memory()  # glibc: the networks' large temporaries reuse freed pages
+        self.names = names
+        self.extractors, self.unavailable = {}, {}
+        for n in names:
+            if n in FEATURE_METRICS:
+                try:
+                    self.extractors[n] = FEATURE_METRICS[n].build(weights or {})
+                except MissingDataError as exc:
+                    self.unavailable[n] = str(exc)
+                    log(f"{n}: unavailable, not scored ({exc})")
+        self.gt: torch.Tensor | None = None
+        self.gt_features: dict[str, torch.Tensor] = {}
+
+    def pairs(self, gt_paths: dict[str, Path], paths: dict[str, Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ground truth, reconstructions) as ``load_pairs`` gives them; the ground truth is stacked once."""
+        if self.gt is None:
+            _, self.gt, rec = load_pairs(gt_paths, paths)
+            return self.gt, rec
+        _check_ids(gt_paths, paths)
+        return self.gt, _stack([paths[i] for i in sorted(gt_paths)])
+
+
+def _names(metrics: Sequence[str] | None) -> list[str]:
+    names = list(metrics) if metrics is not None else ["pixcorr", "ssim", *FEATURE_METRICS]
+    for n in names:
+        check_option("reconstruction metric", n, ["pixcorr", "ssim", *FEATURE_METRICS])
+    return names
+
+
 def evaluate_reconstructions(
     folder: str | Path,
     dataset_root: str | Path,
@@ -399,6 +454,7 @@ def evaluate_reconstructions(
     metrics: Sequence[str] | None = None,
     weights: dict[str, Any] | None = None,
     log=print,
+    scorer: _Scorer | None = None,
 ) -> dict[str, Any]:
     """Score every (seed, round) of reconstructions in ``folder`` against the test images of ``dataset_root``;
     writes ``metrics.json``, ``report.md`` and ``grid.png`` into ``folder``. Per round (the j-th image of every
@@ -408,25 +464,17 @@ def evaluate_reconstructions(
     folder = Path(folder)
     gt_paths = stimulus_images(dataset_root)
     recs = find_reconstructions(folder)
-    names = list(metrics) if metrics is not None else ["pixcorr", "ssim", *FEATURE_METRICS]
-    for n in names:
-        check_option("reconstruction metric", n, ["pixcorr", "ssim", *FEATURE_METRICS])
-    extractors, unavailable = {}, {}
-    for n in names:
-        if n in FEATURE_METRICS:
-            try:
-                extractors[n] = FEATURE_METRICS[n].build(weights or {})
-            except MissingDataError as exc:
-                unavailable[n] = str(exc)
-                log(f"{n}: unavailable, not scored ({exc})")
+    names = _names(metrics)
+    scorer = scorer or _Scorer(names, weights, log)
+    extractors, unavailable = scorer.extractors, scorer.unavailable
     available = [n for n in names if n not in unavailable]
     per_round: dict[str, dict[str, Any]] = {}
     better: dict[str, str] = {}
     manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
     gallery = _test_gallery(manifest, gt_paths)
     for (seed, rnd), paths in sorted(recs.items()):
-        _, g, r = load_pairs(gt_paths, paths)
-        res = reconstruction_metrics(g, r, available, extractors=extractors)
+        g, r = scorer.pairs(gt_paths, paths)
+        res = reconstruction_metrics(g, r, available, extractors=extractors, gt_features=scorer.gt_features)
         res["values"].update(embedding_identification(folder / f"seed-{seed}" / PREDICTIONS, gallery))
         for k in res["values"]:
             if k.endswith(("_top1", "_2way")):
@@ -607,10 +655,13 @@ def evaluate_rows(
     if not subjects:
         raise MissingDataError(f"{out}: no reconstructions (expected OUT/<row>/sub-XX/ from `eeg2image reconstruct`)")
     results = {}
+    scorer = _Scorer(_names(metrics), weights, log)  # the networks and the ground truth's features, once
     for subject, rows in subjects.items():
         for row, folder in rows.items():
             log(f"{row} ({subject}):")
-            results[folder] = evaluate_reconstructions(folder, dataset_root, metrics=metrics, weights=weights, log=log)
+            results[folder] = evaluate_reconstructions(
+                folder, dataset_root, metrics=metrics, weights=weights, log=log, scorer=scorer
+            )
         write_rows_grid(out / f"grid-{subject}.png", stimulus_images(dataset_root), rows, n=n_grid)
     return results
 

@@ -78,6 +78,10 @@ def embed_images(
 def _embed_images(images, store, views, encoder, partitions, batch_size, workers, progress) -> list[EmbedResult]:
     import torch
 
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()  # glibc: the batches' large temporaries reuse freed pages (effnet-lite0 47 -> 116 images/s)
+
     bs = batch_size or encoder.batch_size
     results: list[EmbedResult] = []
     for p in partitions:

@@ -61,6 +61,7 @@ from ..io import (
     write_manifest,
 )
 from ..models.align import load_aligner
+from ..models.decoder import floored_sd
 from ..models.retrieval import embed_eeg, load_stack
 from ..models.ridge import eeg_features
 from ..runs import (
@@ -344,7 +345,7 @@ def calibrate_latents(latents: torch.Tensor, store: str, acfg) -> torch.Tensor:
 
     table, _ = latent_table(store, "training", acfg.low_level_view, acfg.low_level)
     z = torch.from_numpy(np.asarray(table.embeddings, dtype=np.float32))
-    mean, sd = z.mean(0), z.std(0).clamp_min(1e-6)
+    mean, sd = z.mean(0), floored_sd(z)
     u = (latents.float() - mean) / sd
     u = u / u.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-6)
     return mean + sd * u

@@ -13,7 +13,8 @@ It is trained on the training images only (``training.decoder``), so it has neve
 concepts are unseen combinations of seen factors, and a convolutional decoder conditioned by FiLM draws them from
 the parts it learnt.
 
-**Network.** The embeddings are standardised with the training targets' per-feature mean and sd and concatenated;
+**Network.** The embeddings are standardised with the training targets' per-feature mean and sd (floored at a tenth
+of the mean sd: ``floored_sd``) and concatenated;
 each row is then rescaled to unit RMS (a ridge or regression prediction shrinks toward the mean: the decoder sees
 its direction, not its shrunken length, as the reference notes advise for IP-Adapter embeddings). An MLP maps
 them to a ``hidden``-d code. The latent, standardised per element and rescaled to unit RMS per image in the same
@@ -46,7 +47,7 @@ from torch import nn
 from ..config import from_dict, to_dict
 from ..io import DataFormatError, MissingDataError, check_range, save_safetensors
 
-__all__ = ["DECODER_FILE", "ConditionalDecoder", "DecoderConfig", "load_decoder", "save_decoder"]
+__all__ = ["DECODER_FILE", "ConditionalDecoder", "DecoderConfig", "floored_sd", "load_decoder", "save_decoder"]
 
 DECODER_FILE = "decoder.safetensors"
 LABEL = "offline conditional decoder (the demo's stand-in for SDXL-Turbo; trained on the training images only)"
@@ -106,6 +107,14 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+def floored_sd(x: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
+    """Per-feature sd over the rows of ``x``, at least ``floor`` x its mean over features: a feature (nearly) constant
+    in the training images (a ReLU channel no training image drives) would otherwise blow up the standardised value
+    of an image that does drive it (seen: unit-RMS test embeddings of RMS 90 with a 1e-6 floor, 1.1 with this)."""
+    sd = x.std(0)
+    return sd.clamp_min(floor * float(sd.mean()) + 1e-12)
+
+
 def _unit_rms(x: torch.Tensor) -> torch.Tensor:
     dims = tuple(range(1, x.ndim))
     return x / x.pow(2).mean(dim=dims, keepdim=True).sqrt().clamp_min(1e-6)
@@ -156,11 +165,11 @@ class ConditionalDecoder(nn.Module):
         """The training targets' per-feature mean and sd (and the latents' per-element ones)."""
         x = self._concat(embeds)
         self.cond_mean.copy_(x.mean(0))
-        self.cond_sd.copy_(x.std(0).clamp_min(1e-6))
+        self.cond_sd.copy_(floored_sd(x))
         if self.latent_shape is not None and latents is not None:
             z = latents.reshape(len(latents), *self.latent_shape).float()
             self.latent_mean.copy_(z.mean(0))
-            self.latent_sd.copy_(z.std(0).clamp_min(1e-6))
+            self.latent_sd.copy_(floored_sd(z))
 
     def _concat(self, embeds: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = []

@@ -86,6 +86,9 @@ def run_steps(
     the fault points (``<name>-step``, ``after-write@<name>-state``) and the progress bar."""
     from tqdm.auto import tqdm
 
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()  # glibc: every step's large temporaries reuse freed pages instead of fresh ones
     step, history = 0, []
     if (out / STATE).is_file():
         step, history = _load(out, model, opt, sched, gen, key, what)

@@ -34,9 +34,11 @@ __all__ = [
     "SHAPES",
     "TEXTURES",
     "Concept",
+    "compose",
     "draw_concepts",
     "image_features",
     "render_image",
+    "render_layers",
     "write_image_set",
 ]
 
@@ -219,8 +221,10 @@ def _texture(texture: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return 0.45 + 0.55 * np.clip(pat, 0, 1)
 
 
-def render_image(concept: Concept, size: int, rng: np.random.Generator) -> Image.Image:
-    """One photograph-like image of ``concept``: a textured object layout on a varied background."""
+def render_layers(concept: Concept, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The layers of one image of ``concept``: (background (size, size, 3), the shaded textured object (size,
+    size, 3), its alpha mask (size, size, 1)), floats on the 0..255 scale; ``render_image`` composes them. Drawn
+    from ``rng`` in a fixed order (the written images depend on it)."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     c1, c2 = rng.uniform(40, 215, 3), rng.uniform(40, 215, 3)
     a = rng.uniform(0, 2 * math.pi)
@@ -241,8 +245,17 @@ def render_image(concept: Concept, size: int, rng: np.random.Generator) -> Image
     colour = np.asarray(COLOURS[concept.colour], dtype=float) * rng.uniform(0.85, 1.15)
     obj = colour * _texture(concept.texture, size, rng)[..., None]
     shade = 1.0 + 0.15 * ((xx - 0.5) * math.cos(a + 1) + (yy - 0.5) * math.sin(a + 1))[..., None]
-    img = bg * (1 - mask) + obj * shade * mask
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    return bg, obj * shade, mask
+
+
+def compose(bg: np.ndarray, obj: np.ndarray, mask: np.ndarray) -> Image.Image:
+    """The image of layers (``render_layers``): the object over the background through its mask."""
+    return Image.fromarray(np.clip(bg * (1 - mask) + obj * mask, 0, 255).astype(np.uint8), "RGB")
+
+
+def render_image(concept: Concept, size: int, rng: np.random.Generator) -> Image.Image:
+    """One photograph-like image of ``concept``: a textured object layout on a varied background."""
+    return compose(*render_layers(concept, size, rng))
 
 
 def _image_file_names(concept: Concept, n: int, rng: np.random.Generator, test: bool) -> list[str]:
