@@ -190,6 +190,8 @@ def test_a_folder_of_reconstructions_is_scored_per_round_with_its_protocol(tiny_
     assert m["protocol"]["proxy"] == ["effnet_lite0_proxy"] and m["protocol"]["n_images"] == len(ids)
     report = (tmp_path / "rec/report.md").read_text()
     assert "effnet_lite0_proxy (proxy: not comparable" in report and "chance 0.5" in report
+    per_seed = m["per_seed"]["pixcorr"]["seed-0"]  # each seed's value (its rounds averaged), in the report too
+    assert per_seed == pytest.approx(agg["mean"]) and f"| {per_seed:.3f} |" in report
     assert (tmp_path / "rec/grid.png").stat().st_size > 5_000
     code, _, err = run_cli(capsys, "table", tmp_path)  # `table` merges reconstruction metrics in a table of their own
     assert code == 0, err

@@ -509,6 +509,7 @@ def evaluate_reconstructions(
         "per_round": per_round,
         "over_rounds_and_seeds": {k: _mean_sd([v[k] for v in per_round.values()]) for k in keys},
         "over_seeds": {k: _mean_sd(seed_means[k]) for k in keys},
+        "per_seed": {k: dict(zip((f"seed-{s}" for s in seeds), map(float, seed_means[k]), strict=True)) for k in keys},
         "better": better,
         "unavailable": unavailable,
     }
@@ -564,21 +565,25 @@ def _write_report(path: Path, result: dict[str, Any]) -> None:
     from ..io import atomic_path
 
     p = result["protocol"]
+    seeds = [f"seed-{s}" for s in p["seeds"]]
     lines = [
         "# Reconstruction metrics",
         "",
         f"Generator: {p['generator']}. {p['n_images']} test images, seeds {p['seeds']}, rounds {p['rounds']}; "
         f"{p['resize']}." + (f" Row `{p['row']}`: {p['row_text']}." if p.get("row") else ""),
         "",
-        "| metric | better | mean ± sd over seeds (and rounds) | n |",
-        "|---|---|---|---|",
+        f"| metric | better | mean ± sd over seeds (and rounds) | n | {' | '.join(seeds)} |",
+        "|---|---|---|---|" + "---|" * len(seeds),
     ]
     for k, v in result["over_rounds_and_seeds"].items():
         s = result["over_seeds"][k]
         tag = " (proxy: not comparable with the literature)" if k in p["proxy"] else ""
-        lines.append(f"| {k}{tag} | {result['better'].get(k, '')} | {s['mean']:.3f} ± {v['sd']:.3f} | {v['n']} |")
+        each = " | ".join(f"{result['per_seed'][k][seed]:.3f}" for seed in seeds)
+        lines.append(
+            f"| {k}{tag} | {result['better'].get(k, '')} | {s['mean']:.3f} ± {v['sd']:.3f} | {v['n']} | {each} |"
+        )
     for k, why in result["unavailable"].items():
-        lines.append(f"| {k} | | unavailable: {why} | |")
+        lines.append(f"| {k} | | unavailable: {why} | |" + " |" * len(seeds))
     lines += ["", f"2-way: {p['two_way']}.", ""]
     if p.get("embedding_identification"):
         lines += [f"Embeddings: {p['embedding_identification']}.", ""]
