@@ -1,0 +1,646 @@
+"""The rehearsal kit (issue 20): every network ``make reference`` and ``make reference-recon`` read, built at its
+real architecture with random weights, written where the caches hold the real ones.
+
+    python -m benchmarks.rehearse kit rehearsal/cache            # fabricate every network (real size, ~30 GB)
+    python -m benchmarks.rehearse kit rehearsal/cache --only ipadapter,depth --tiny   # tiny configs, same layout
+
+The caches are laid out exactly as the libraries write them, so our loaders find them by the same code path as a
+user's downloads:
+
+- Hugging Face (``HF_HUB_CACHE``): ``models--org--name/refs/main`` (the revision), ``snapshots/<rev>/<path>`` as
+  relative symlinks to ``blobs/<sha256>`` (``huggingface_hub``'s layout on Linux);
+- torch hub (``TORCH_HOME``): ``hub/checkpoints/<the file name of the weights' URL>`` (where torchvision's
+  ``load_state_dict_from_url`` and ``torch.hub`` keep them).
+
+Every folder the kit makes carries a marker file (``MARKER``): **nothing computed from these weights is a
+result**. ``--tiny`` keeps every layout, file name and config key and shrinks the sizes (the fast test of the
+layouts, ``tests/test_rehearsal_kit.py``); networks whose architecture is fixed by name (OpenCLIP's, torchvision's)
+have no tiny form and are always real.
+
+Sources of the real config values are cited per network below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REVISION = hashlib.sha1(b"eeg2image rehearsal: random weights").hexdigest()
+MARKER = "REHEARSAL_RANDOM_WEIGHTS.txt"
+MARKER_TEXT = (
+    "rehearsal: random weights. Made by benchmarks/rehearse.py (eeg2image, issue 20) at the real architecture with "
+    "random weights; nothing computed from these files is a result.\n"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# The caches' layouts
+# --------------------------------------------------------------------------------------------------
+
+
+class Cache:
+    """A Hugging Face hub cache and a torch hub directory under one root (``root/huggingface/hub``,
+    ``root/torch/hub/checkpoints``); ``env()`` points the libraries at them, offline."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.hf = self.root / "huggingface" / "hub"
+        self.torch_home = self.root / "torch"
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / MARKER).write_text(MARKER_TEXT)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HF_HOME": str(self.root / "huggingface"),
+            "HF_HUB_CACHE": str(self.hf),
+            "TORCH_HOME": str(self.torch_home),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+
+    def snapshot(self, repo: str) -> Snapshot:
+        return Snapshot(self.hf / f"models--{repo.replace('/', '--')}")
+
+    def torch_hub_file(self, url: str) -> Path:
+        """Where ``torch.hub.load_state_dict_from_url(url)`` keeps its download."""
+        path = self.torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / MARKER).write_text(MARKER_TEXT)
+        return path
+
+
+class Snapshot:
+    """One repository in the hub cache at ``REVISION``: files go to ``blobs/<sha256>``, linked from the snapshot."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.dir = base / "snapshots" / REVISION
+        (base / "refs").mkdir(parents=True, exist_ok=True)
+        (base / "refs" / "main").write_text(REVISION)
+        (base / "blobs").mkdir(exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (base / MARKER).write_text(MARKER_TEXT)
+
+    def put(self, rel: str, write: Callable[[Path], None]) -> Path:
+        """``write(tmp_path)`` makes the file; it becomes a blob, and ``snapshots/<rev>/<rel>`` links to it."""
+        fd, tmp = tempfile.mkstemp(dir=self.base / "blobs", prefix=".incomplete-")
+        os.close(fd)
+        write(Path(tmp))
+        h = hashlib.sha256()
+        with open(tmp, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+        blob = self.base / "blobs" / h.hexdigest()
+        os.replace(tmp, blob)
+        link = self.dir / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, link.parent))
+        return link
+
+    def json(self, rel: str, obj: Any) -> Path:
+        return self.put(rel, lambda p: p.write_text(json.dumps(obj, indent=2)))
+
+    def text(self, rel: str, text: str) -> Path:
+        return self.put(rel, lambda p: p.write_text(text, encoding="utf-8"))
+
+    def tensors(
+        self, rel: str, state: dict[str, torch.Tensor], dtype: torch.dtype | None = None, metadata: bool = True
+    ) -> Path:
+        """A safetensors file (``metadata``: ``{"format": "pt"}``, as torch-saved files carry it)."""
+        from safetensors.torch import save_file
+
+        sd = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+            for k, v in state.items()
+        }
+        meta = {"format": "pt"} if metadata else None
+        return self.put(rel, lambda p: save_file(sd, str(p), metadata=meta))
+
+    def save_pretrained(self, rel: str, model, **kwargs) -> list[Path]:
+        """A diffusers / transformers model's own ``save_pretrained`` output, moved into blobs file by file."""
+        with tempfile.TemporaryDirectory(dir=self.base) as tmp:
+            model.save_pretrained(tmp, **kwargs)
+            return [self._adopt(Path(tmp), f, rel) for f in sorted(Path(tmp).rglob("*")) if f.is_file()]
+
+    def _adopt(self, root: Path, f: Path, rel: str) -> Path:
+        name = f.relative_to(root).as_posix()
+        return self.put(f"{rel}/{name}" if rel else name, lambda p: os.replace(f, p))
+
+
+# --------------------------------------------------------------------------------------------------
+# The networks
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Network:
+    key: str
+    what: str  # what it is, and where our code loads it
+    source: str  # where its real config values come from
+    make: Callable[[Cache, bool], list[str]]  # (cache, tiny) -> what was written (repo ids / files)
+
+
+def _openclip(arch: str, tag: str) -> Callable[[Cache, bool], list[str]]:
+    """OpenCLIP ``arch/tag`` at its real architecture (open_clip's own model config, shipped in the package), saved
+    as ``open_clip_model.safetensors`` in the repository open_clip's pretrained table names (``hf_hub``)."""
+
+    def make(cache: Cache, tiny: bool) -> list[str]:
+        import open_clip
+
+        repo = open_clip.get_pretrained_cfg(arch, tag)["hf_hub"].strip("/")
+        torch.manual_seed(0)
+        model = open_clip.create_model(arch, pretrained=None)
+        snap = cache.snapshot(repo)
+        snap.tensors("open_clip_model.safetensors", model.state_dict())
+        snap.json("open_clip_config.json", {"model_cfg": open_clip.get_model_config(arch)})
+        return [f"{repo}/open_clip_model.safetensors"]
+
+    return make
+
+
+#: The IP-Adapter image encoder (h94/IP-Adapter models/image_encoder/config.json: OpenCLIP ViT-H/14 as
+#: transformers' CLIPVisionModelWithProjection); values as that file gives them (its copies at GitHub
+#: qhdamm/AAI3201_Final_Project and altayavci/OutfitChanger, blob 9c841dd; weights float32, 632,076,800 of them).
+IPADAPTER_ENCODER = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 224,
+    "projection_dim": 1024,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+}
+TINY_IPADAPTER_ENCODER = {
+    **IPADAPTER_ENCODER,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+
+
+def _ipadapter(cache: Cache, tiny: bool) -> list[str]:
+    """h94/IP-Adapter: ``models/image_encoder`` (config.json + model.safetensors) and
+    ``sdxl_models/ip-adapter_sdxl_vit-h.safetensors`` with h94's key names, shaped for SDXL's UNet (or the tiny
+    SDXL's with ``tiny``): ``image_proj.proj`` 1024 -> 4 x cross_attention_dim, ``image_proj.norm``,
+    ``ip_adapter.<1,3,5,...>.to_{k,v}_ip`` per cross-attention."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from eeg2image.generation.sdxl import IP_ADAPTER_FILE, IP_ADAPTER_REPO, tiny_ip_adapter_state_dict
+
+    torch.manual_seed(0)
+    cfg = CLIPVisionConfig(**(TINY_IPADAPTER_ENCODER if tiny else IPADAPTER_ENCODER))
+    snap = cache.snapshot(IP_ADAPTER_REPO)
+    snap.save_pretrained("models/image_encoder", CLIPVisionModelWithProjection(cfg), safe_serialization=True)
+    with torch.device("meta"):
+        unet = _sdxl_unet(tiny)
+    state = tiny_ip_adapter_state_dict(unet, image_embed_dim=1024)
+    snap.tensors(f"sdxl_models/{IP_ADAPTER_FILE}", state, dtype=torch.float16, metadata=False)  # as h94's: fp16, bare
+    return [f"{IP_ADAPTER_REPO}/models/image_encoder", f"{IP_ADAPTER_REPO}/sdxl_models/{IP_ADAPTER_FILE}"]
+
+
+#: stabilityai/sdxl-turbo unet/config.json (SDXL's UNet: diffusers' UNet2DConditionModel). The sdxl-turbo values
+#: here and below are those of the repository's files as its byte-for-byte copy at GitHub JSchalter/models
+#: (``sdxl-turbo/``) holds them; the weight files' sizes there (Git LFS pointers) match these configs' parameter
+#: counts exactly (unet 10,270,077,736 bytes in float32).
+SDXL_UNET = {
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 2048,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 64,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "use_linear_projection": True,
+}
+TINY_TEXT = (32, 32)  # the tiny text encoders' widths: cross_attention_dim = their sum, pooled = the second's
+TINY_SDXL_UNET = {
+    **SDXL_UNET,
+    "addition_embed_type_num_heads": 8,
+    "addition_time_embed_dim": 8,
+    "attention_head_dim": [2, 4, 4],
+    "block_out_channels": [16, 32, 32],
+    "cross_attention_dim": sum(TINY_TEXT),
+    "norm_num_groups": 8,
+    "projection_class_embeddings_input_dim": TINY_TEXT[1] + 6 * 8,
+    "sample_size": 16,
+    "transformer_layers_per_block": [1, 1, 1],
+}
+
+
+def _sdxl_unet(tiny: bool):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**(TINY_SDXL_UNET if tiny else SDXL_UNET))
+
+
+#: stabilityai/sdxl-turbo vae/config.json (SDXL's VAE, diffusers' AutoencoderKL).
+SDXL_VAE = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 1024,
+    "scaling_factor": 0.13025,
+    "force_upcast": True,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+TINY_SDXL_VAE = {
+    **SDXL_VAE,
+    "block_out_channels": [8, 16],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "norm_num_groups": 8,
+    "sample_size": 32,
+}
+
+#: sdxl-turbo text_encoder/config.json (OpenAI CLIP ViT-L/14's text tower) and text_encoder_2/config.json
+#: (OpenCLIP ViT-bigG/14's, with its projection).
+SDXL_TEXT_1 = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 768,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "pad_token_id": 1,
+}
+SDXL_TEXT_2 = {
+    **SDXL_TEXT_1,
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+    "hidden_act": "gelu",
+    "projection_dim": 1280,
+}
+
+
+def _tiny_text(width: int) -> dict:
+    return {
+        **SDXL_TEXT_1,
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "projection_dim": width,
+    }
+
+
+#: sdxl-turbo scheduler/scheduler_config.json.
+SDXL_TURBO_SCHEDULER = {
+    "_class_name": "EulerAncestralDiscreteScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
+    "trained_betas": None,
+}
+
+
+def clip_bpe_files() -> tuple[dict[str, int], str]:
+    """The CLIP tokenizer's ``vocab.json`` and ``merges.txt`` as Hugging Face stores them, derived from the BPE
+    table open_clip ships (``bpe_simple_vocab_16e6.txt.gz``, OpenAI's): the 256 byte symbols, the same with
+    ``</w>``, the 48,894 merges, then ``<|startoftext|>`` and ``<|endoftext|>`` (49,408 entries)."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in lines]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(vocab)}, "#version: 0.2\n" + "\n".join(lines) + "\n"
+
+
+def _token(content: str, normalized: bool = True) -> dict:
+    return {"content": content, "lstrip": False, "normalized": normalized, "rstrip": False, "single_word": False}
+
+
+def _tokenizer(snap: Snapshot, rel: str, pad: str) -> None:
+    """sdxl-turbo ``tokenizer/`` (pad ``<|endoftext|>``) and ``tokenizer_2/`` (pad ``!``, id 0): CLIPTokenizer files,
+    no ``tokenizer.json`` (as the repository holds them: its copy at GitHub JSchalter/models ``sdxl-turbo/``)."""
+    vocab, merges = clip_bpe_files()
+    snap.json(f"{rel}/vocab.json", vocab)
+    snap.text(f"{rel}/merges.txt", merges)
+    added = {str(vocab[t]): {**_token(t), "special": True} for t in ("<|startoftext|>", "<|endoftext|>")}
+    if pad == "!":
+        added = {"0": {**_token("!", normalized=False), "special": True}, **added}
+    snap.json(
+        f"{rel}/special_tokens_map.json",
+        {
+            "bos_token": _token("<|startoftext|>"),
+            "eos_token": _token("<|endoftext|>"),
+            "pad_token": pad if pad == "!" else _token(pad, normalized=False),
+            "unk_token": _token("<|endoftext|>"),
+        },
+    )
+    snap.json(
+        f"{rel}/tokenizer_config.json",
+        {
+            "add_prefix_space": False,
+            "added_tokens_decoder": added,
+            "bos_token": "<|startoftext|>",
+            "clean_up_tokenization_spaces": True,
+            "do_lower_case": True,
+            "eos_token": "<|endoftext|>",
+            "errors": "replace",
+            "model_max_length": 77,
+            "pad_token": pad,
+            "tokenizer_class": "CLIPTokenizer",
+            "unk_token": "<|endoftext|>",
+        },
+    )
+
+
+def _sdxl_turbo(cache: Cache, tiny: bool) -> list[str]:
+    """stabilityai/sdxl-turbo as ``StableDiffusionXLPipeline.from_pretrained`` reads it: ``model_index.json``, unet,
+    vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler; weights as ``*.safetensors`` and the
+    ``fp16`` variants (``*.fp16.safetensors``) the repository also holds."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from eeg2image.generation.sdxl import SDXL_TURBO
+
+    snap = cache.snapshot(SDXL_TURBO)
+    snap.json(
+        "model_index.json",
+        {
+            "_class_name": "StableDiffusionXLPipeline",
+            "_diffusers_version": "0.24.0.dev0",
+            "feature_extractor": [None, None],
+            "force_zeros_for_empty_prompt": True,
+            "image_encoder": [None, None],
+            "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        },
+    )
+    snap.json("scheduler/scheduler_config.json", SDXL_TURBO_SCHEDULER)
+    _tokenizer(snap, "tokenizer", "<|endoftext|>")
+    _tokenizer(snap, "tokenizer_2", "!")
+    parts = [
+        ("text_encoder", lambda: CLIPTextModel(CLIPTextConfig(**(_tiny_text(TINY_TEXT[0]) if tiny else SDXL_TEXT_1)))),
+        (
+            "text_encoder_2",
+            lambda: CLIPTextModelWithProjection(CLIPTextConfig(**(_tiny_text(TINY_TEXT[1]) if tiny else SDXL_TEXT_2))),
+        ),
+        ("vae", lambda: AutoencoderKL(**(TINY_SDXL_VAE if tiny else SDXL_VAE))),
+        ("unet", lambda: _sdxl_unet(tiny)),
+    ]
+    for i, (name, build) in enumerate(parts):
+        torch.manual_seed(i)
+        model = build()
+        snap.save_pretrained(name, model, safe_serialization=True)
+        snap.save_pretrained(name, model.to(torch.float16), safe_serialization=True, variant="fp16")
+        del model
+    return [SDXL_TURBO]
+
+
+#: LiheYoung/depth-anything-base-hf config.json (transformers' DepthAnythingConfig; the base size as transformers'
+#: convert_depth_anything_to_hf.py sets it: facebook/dinov2-base, out_indices [9, 10, 11, 12], fusion 128, neck
+#: [96, 192, 384, 768]; the values as the re-save Xenova/depth-anything-base-hf records them); the backbone's other
+#: values are Dinov2Config's defaults.
+DEPTH_ANYTHING_BASE = {
+    "backbone_config": {
+        "model_type": "dinov2",
+        "hidden_size": 768,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "mlp_ratio": 4,
+        "patch_size": 14,
+        "image_size": 518,
+        "layerscale_value": 1.0,
+        "out_indices": [9, 10, 11, 12],
+        "reshape_hidden_states": False,
+        "apply_layernorm": True,
+    },
+    "neck_hidden_sizes": [96, 192, 384, 768],
+    "fusion_hidden_size": 128,
+    "head_hidden_size": 32,
+    "reassemble_factors": [4, 2, 1, 0.5],
+    "reassemble_hidden_size": 768,
+    "patch_size": 14,
+}
+TINY_DEPTH_ANYTHING = {
+    **DEPTH_ANYTHING_BASE,
+    "backbone_config": {
+        **DEPTH_ANYTHING_BASE["backbone_config"],
+        "hidden_size": 32,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 4,
+        "out_indices": [1, 2, 3, 4],
+    },
+    "neck_hidden_sizes": [8, 16, 16, 32],
+    "fusion_hidden_size": 16,
+    "head_hidden_size": 8,
+    "reassemble_hidden_size": 32,
+}
+#: LiheYoung/depth-anything-base-hf preprocessor_config.json (DPTImageProcessor; the conversion script's values, the
+#: 437-byte file of the Depth Anything repositories).
+DEPTH_ANYTHING_PROCESSOR = {
+    "do_normalize": True,
+    "do_pad": False,
+    "do_rescale": True,
+    "do_resize": True,
+    "ensure_multiple_of": 14,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_processor_type": "DPTImageProcessor",
+    "image_std": [0.229, 0.224, 0.225],
+    "keep_aspect_ratio": True,
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"height": 518, "width": 518},
+    "size_divisor": None,
+}
+
+
+def _depth_anything(cache: Cache, tiny: bool) -> list[str]:
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
+
+    repo = "LiheYoung/depth-anything-base-hf"
+    torch.manual_seed(0)
+    cfg = DepthAnythingConfig(**(TINY_DEPTH_ANYTHING if tiny else DEPTH_ANYTHING_BASE))
+    snap = cache.snapshot(repo)
+    snap.save_pretrained("", DepthAnythingForDepthEstimation(cfg), safe_serialization=True)
+    processor = DEPTH_ANYTHING_PROCESSOR
+    if tiny:
+        processor = {**processor, "size": {"height": 56, "width": 56}}
+    snap.json("preprocessor_config.json", processor)
+    return [repo]
+
+
+def _torchvision(arch: str, weights_enum: str, weights_name: str, **kwargs) -> Callable[[Cache, bool], list[str]]:
+    """A torchvision classifier at its real architecture, saved where ``torchvision`` caches ``weights_enum``'s
+    URL (the file name comes from torchvision's own weights table)."""
+
+    def make(cache: Cache, tiny: bool) -> list[str]:
+        import torchvision.models as tvm
+
+        url = getattr(getattr(tvm, weights_enum), weights_name).url
+        torch.manual_seed(0)
+        model = getattr(tvm, arch)(weights=None, **kwargs)
+        path = cache.torch_hub_file(url)
+        torch.save(model.state_dict(), path)
+        return [str(path.relative_to(cache.root))]
+
+    return make
+
+
+def _swav(cache: Cache, tiny: bool) -> list[str]:
+    """facebookresearch/swav ``swav_800ep_pretrain.pth.tar``: a flat state dict of SwAV's ResNet-50 under
+    ``module.`` (DistributedDataParallel; swav ``hubconf.py`` strips it), no ``fc``, with its projection head
+    (2048 -> 2048 -> 128, BatchNorm) and 3,000 prototypes (swav issues #6 and #109 list the keys; the shapes from
+    ``src/resnet50.py`` and ``scripts/swav_800ep_pretrain.sh``: ``--feat_dim 128 --nmb_prototypes 3000``)."""
+    import torchvision.models as tvm
+
+    from eeg2image.evaluation.reconstruction import SWAV_URL
+
+    torch.manual_seed(0)
+    state = {k: v for k, v in tvm.resnet50(weights=None).state_dict().items() if not k.startswith("fc.")}
+    head = torch.nn.Sequential(
+        torch.nn.Linear(2048, 2048), torch.nn.BatchNorm1d(2048), torch.nn.ReLU(), torch.nn.Linear(2048, 128)
+    )
+    state |= {f"projection_head.{k}": v for k, v in head.state_dict().items()}
+    state["prototypes.weight"] = torch.randn(3000, 128)
+    path = cache.torch_hub_file(SWAV_URL)
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    return [str(path.relative_to(cache.root))]
+
+
+NETWORKS: dict[str, Network] = {
+    n.key: n
+    for n in (
+        Network(
+            "openclip-rn50",
+            "OpenCLIP RN50/openai: `make reference`'s blur-bank targets (`openclip:RN50/openai`)",
+            "open_clip's model config RN50.json (in the package)",
+            _openclip("RN50", "openai"),
+        ),
+        Network(
+            "openclip-vith14",
+            "OpenCLIP ViT-H-14/laion2b_s32b_b79k: the experts' targets and texts, the `clip_vith14` metric",
+            "open_clip's ViT-H-14.json",
+            _openclip("ViT-H-14", "laion2b_s32b_b79k"),
+        ),
+        Network(
+            "openclip-vitl14",
+            "OpenAI ViT-L/14 for open_clip: the `clip_vitl14` metric",
+            "open_clip's ViT-L-14.json",
+            _openclip("ViT-L-14", "openai"),
+        ),
+        Network(
+            "ipadapter",
+            "h94/IP-Adapter: the image encoder (`ipadapter:h94/IP-Adapter`) and the SDXL adapter",
+            "h94/IP-Adapter models/image_encoder/config.json; diffusers' IP-Adapter loader",
+            _ipadapter,
+        ),
+        Network(
+            "depth",
+            "Depth Anything V1 base (`depth:model=LiheYoung/depth-anything-base-hf`)",
+            "transformers' DepthAnythingConfig, convert_depth_anything_to_hf.py (base)",
+            _depth_anything,
+        ),
+        Network(
+            "sdxl-turbo",
+            "stabilityai/sdxl-turbo: the generator and its VAE (the low-level path's latents)",
+            "stabilityai/sdxl-turbo's config files",
+            _sdxl_turbo,
+        ),
+        Network(
+            "alexnet",
+            "AlexNet (`alexnet2`, `alexnet5`)",
+            "torchvision AlexNet_Weights.IMAGENET1K_V1",
+            _torchvision("alexnet", "AlexNet_Weights", "IMAGENET1K_V1"),
+        ),
+        Network(
+            "inception",
+            "Inception-v3 (`inception`)",
+            "torchvision Inception_V3_Weights.IMAGENET1K_V1",
+            _torchvision("inception_v3", "Inception_V3_Weights", "IMAGENET1K_V1", aux_logits=True, init_weights=True),
+        ),
+        Network(
+            "effnet-b1",
+            "EfficientNet-B1 (`effnet_b1`)",
+            "torchvision EfficientNet_B1_Weights.DEFAULT",
+            _torchvision("efficientnet_b1", "EfficientNet_B1_Weights", "DEFAULT"),
+        ),
+        Network("swav", "SwAV ResNet-50 (`swav`)", "facebookresearch/swav hubconf.py, src/resnet50.py", _swav),
+    )
+}
+
+
+def make_kit(root: str | Path, only: list[str] | None = None, *, tiny: bool = False, log=print) -> Cache:
+    """Fabricate ``only`` (default: every network) into the caches under ``root``."""
+    cache = Cache(root)
+    for key in only or list(NETWORKS):
+        if key not in NETWORKS:
+            raise SystemExit(f"--only: unknown network {key!r}; known: {', '.join(NETWORKS)}")
+        net = NETWORKS[key]
+        written = net.make(cache, tiny)
+        log(f"{key}: {', '.join(written)} ({'tiny' if tiny else 'real size'}, random weights; from {net.source})")
+    return cache
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    kit = sub.add_parser("kit", help="fabricate the caches")
+    kit.add_argument("root", type=Path)
+    kit.add_argument("--only", default="", help=f"comma-separated subset of {','.join(NETWORKS)}")
+    kit.add_argument("--tiny", action="store_true", help="tiny configs, the same layouts (what the test checks)")
+    args = p.parse_args()
+    cache = make_kit(args.root, [k for k in args.only.split(",") if k] or None, tiny=args.tiny)
+    print("\n".join(f"export {k}={v}" for k, v in cache.env().items()))
+
+
+if __name__ == "__main__":
+    main()
