@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench clean reference reference-recon
+.PHONY: setup demo test lint bench clean reference reference-recon rehearse
 
 setup: $(STAMP)
 
@@ -38,13 +38,19 @@ REF_DIR ?= reference_run
 WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
 # EVNET='evnet-clip:RN50/openai;input=clip' feeds EVNet CLIP-normalised pixels, as the reference did.
 EVNET ?= evnet-clip:RN50/openai
+# Ordinary options appended to the stages of both reference commands (empty: the reference's own settings), e.g.
+# TRAIN_ARGS='--epochs 1 --seeds 0' ALIGN_ARGS='--set align.epochs=1' RECON_ARGS='--set generate.size=256'
+# (`make rehearse` reduces the counts this way, and only this way).
+TRAIN_ARGS ?=
+ALIGN_ARGS ?=
+RECON_ARGS ?=
 reference: $(STAMP)
 	$(BIN)/eeg2image preprocess $(THINGS) $(REF_DIR)/preprocessed --subjects $(SUBJECT) --preset nice
 	$(BIN)/eeg2image embed $(THINGS) $(REF_DIR)/embeddings --encoder openclip:RN50/openai --views blur8 $(WEIGHTS_ARG)
 	$(BIN)/eeg2image embed $(THINGS) $(REF_DIR)/embeddings --encoder '$(EVNET)' --views original $(WEIGHTS_ARG)
 	$(BIN)/eeg2image train $(REF_DIR)/run-sub-$(SUBJECT) --preset reference --subjects $(SUBJECT) \
 		--preprocessed $(REF_DIR)/preprocessed --store $(REF_DIR)/embeddings --dataset $(THINGS) \
-		--set 'data.evnet_encoder=$(EVNET)'
+		--set 'data.evnet_encoder=$(EVNET)' $(TRAIN_ARGS)
 	$(BIN)/eeg2image evaluate $(REF_DIR)/run-sub-$(SUBJECT)
 
 # The reference's reconstruction table (its Task 2) on real THINGS-EEG2: make reference-recon THINGS=/data/things-eeg2
@@ -68,14 +74,21 @@ reference-recon: $(STAMP)
 	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder $(IPA) --views $(RECON_VIEWS)
 	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder '$(LATENTS)' --views original:size=512
 	$(BIN)/eeg2image train $(RECON_DIR)/run-sub-$(SUBJECT) --preset cogcap --subjects $(SUBJECT) \
-		--preprocessed $(RECON_DIR)/preprocessed --store $(RECON_DIR)/embeddings --dataset $(THINGS)
+		--preprocessed $(RECON_DIR)/preprocessed --store $(RECON_DIR)/embeddings --dataset $(THINGS) $(TRAIN_ARGS)
 	$(BIN)/eeg2image evaluate $(RECON_DIR)/run-sub-$(SUBJECT)
 	$(BIN)/eeg2image align $(RECON_DIR)/run-sub-$(SUBJECT) --encoder $(IPA) \
-		--set target_views.depth=depth-depth-anything-base-hf --set 'low_level=$(LATENTS)'
+		--set target_views.depth=depth-depth-anything-base-hf --set 'low_level=$(LATENTS)' $(ALIGN_ARGS)
 	$(BIN)/eeg2image reconstruct $(RECON_DIR)/run-sub-$(SUBJECT)/align --out $(RECON_DIR)/images --generator sdxl \
-		--rows $(RECON_ROWS) --set generate.init_strength=$(INIT)
+		--rows $(RECON_ROWS) --set generate.init_strength=$(INIT) $(RECON_ARGS)
 	$(BIN)/eeg2image evaluate-recon $(RECON_DIR)/images --dataset $(THINGS)
 	$(BIN)/eeg2image table $(RECON_DIR)/images
+
+# Both reference commands rehearsed at real size, offline: every network at its true architecture with random
+# weights in the caches' own layouts (~30 GB in $(REHEARSE_DIR)/cache), the tiny simulated dataset, counts cut
+# through TRAIN_ARGS / ALIGN_ARGS / RECON_ARGS only; per stage seconds and peak memory (docs/performance.md).
+REHEARSE_DIR ?= rehearsal
+rehearse: $(STAMP)
+	$(BIN)/python -m benchmarks.rehearse run $(REHEARSE_DIR)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -29,14 +29,16 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from eeg2image.io import REHEARSAL_LABEL
+from eeg2image.io import REHEARSAL_MARKER as MARKER
+
 REVISION = hashlib.sha1(b"eeg2image rehearsal: random weights").hexdigest()
-MARKER = "REHEARSAL_RANDOM_WEIGHTS.txt"
 MARKER_TEXT = (
     "rehearsal: random weights. Made by benchmarks/rehearse.py (eeg2image, issue 20) at the real architecture with "
     "random weights; nothing computed from these files is a result.\n"
@@ -630,6 +632,261 @@ def make_kit(root: str | Path, only: list[str] | None = None, *, tiny: bool = Fa
     return cache
 
 
+# --------------------------------------------------------------------------------------------------
+# The rehearsal run: both reference commands, unchanged, on the kit and a simulated dataset
+# --------------------------------------------------------------------------------------------------
+
+#: The ordinary options that cut the reference commands' counts to what a 2-core CPU runs in about 45 minutes
+#: (epochs, seeds, diffusion steps, image size); the data is the `tiny` simulated dataset (64 training images, 8
+#: test). Nothing else differs from what a user runs.
+CPU_ARGS = {
+    "TRAIN_ARGS": "--epochs 1 --seeds 0",
+    "ALIGN_ARGS": "--set align.epochs=1",
+    "RECON_ARGS": "--set generate.size=256 --set generate.steps=1",
+}
+#: On CUDA: the reference's own counts, but one seed.
+CUDA_ARGS = {"TRAIN_ARGS": "--seeds 0", "ALIGN_ARGS": "", "RECON_ARGS": ""}
+COMMANDS = (("reference", "REF_DIR"), ("reference-recon", "RECON_DIR"))
+
+
+@dataclass
+class Stage:
+    command: str  # the make target it belongs to
+    line: str  # the shell line, as make runs it
+    seconds: float = 0.0
+    peak_rss_gib: float = 0.0
+    peak_cuda_gib: float | None = None
+    rc: int | None = None
+
+    @property
+    def name(self) -> str:
+        words = self.line.split()
+        return words[1] if len(words) > 1 and words[0].endswith("eeg2image") else words[0]
+
+
+def make_lines(target: str, variables: dict[str, str], repo: Path) -> list[str]:
+    """The shell lines ``make TARGET`` would run (``make -n``, the set-up stamp taken as made), continuations
+    joined: the rehearsal runs exactly these."""
+    import subprocess
+
+    args = ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", target]
+    args += [f"{k}={v}" for k, v in variables.items()]
+    out = subprocess.run(args, cwd=repo, capture_output=True, text=True, check=True).stdout
+    lines, buf = [], ""
+    for raw in out.splitlines():
+        buf += raw[:-1] + " " if raw.endswith("\\") else raw
+        if not raw.endswith("\\"):
+            lines.append(" ".join(buf.split()))
+            buf = ""
+    return [ln for ln in lines if ln]
+
+
+def run_stage(stage: Stage, env: dict[str, str], repo: Path, log_file: Path) -> Stage:
+    """Run one line in a shell; its wall seconds and its process tree's peak resident memory (``wait4``)."""
+    import subprocess
+    import time
+
+    t0 = time.perf_counter()
+    with open(log_file, "a") as log:
+        log.write(f"\n$ {stage.line}\n")
+        log.flush()
+        proc = subprocess.Popen(["bash", "-c", stage.line], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stage.seconds = time.perf_counter() - t0
+    stage.peak_rss_gib = usage.ru_maxrss / 2**20  # KiB on Linux
+    stage.rc = proc.returncode
+    return stage
+
+
+def rehearse(workdir: Path, repo: Path, *, log=print) -> list[Stage]:
+    """Kit (real size), the tiny simulated dataset, then every line of ``make reference`` and ``make
+    reference-recon`` in order, each measured; stops at the first failing line (a bug: its log names it)."""
+    import subprocess
+
+    workdir = workdir.absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text(MARKER_TEXT)
+    cache = make_kit_once(workdir / "cache", log=log)
+    env = {**os.environ, **cache.env()}
+    data = workdir / "things-eeg2-tiny"
+    exe = str(repo / ".venv" / "bin" / "eeg2image")
+    if not (data / "simulation.json").is_file():
+        subprocess.run([exe, "simulate", str(data), "--preset", "tiny"], check=True, env=env)
+    counts = CUDA_ARGS if torch.cuda.is_available() else CPU_ARGS
+    stages: list[Stage] = []
+    for target, dir_var in COMMANDS:
+        variables = {"THINGS": str(data), "SUBJECT": "1", dir_var: str(workdir / target), **counts}
+        for line in make_lines(target, variables, repo):
+            stage = run_stage(Stage(target, line), env, repo, workdir / "rehearsal.log")
+            stages.append(stage)
+            (workdir / "stages.json").write_text(json.dumps([asdict(st) for st in stages], indent=1))
+            rss = f"peak RSS {stage.peak_rss_gib:6.2f} GiB"
+            log(f"{target}: {stage.name:<16} {stage.seconds:8.1f} s  {rss}  rc {stage.rc}")
+            if stage.rc != 0:
+                log(f"FAILED: {line}\n(see {workdir / 'rehearsal.log'})")
+                return stages
+    log(write_figures(workdir))
+    found = loaded_networks(workdir)
+    for key in NETWORKS:
+        log(f"loaded through our path: {key:<16} {found.get(key, 'NOT EXERCISED')}")
+    missing = [k for k in NETWORKS if k not in found]
+    if missing:
+        raise SystemExit(f"the rehearsal did not exercise {missing}: a command skipped them")
+    return stages
+
+
+def here_counts(workdir: Path) -> dict[str, int]:
+    """What the rehearsal ran: the simulated dataset's counts and the cut options' values."""
+    import numpy as np
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pre = workdir / "reference" / "preprocessed" / "sub-01"
+    train = np.load(pre / "training_eeg.npy", mmap_mode="r").shape
+    test = np.load(pre / "test_eeg.npy", mmap_mode="r").shape
+    cut = device == "cpu"
+    return {
+        "train_images": train[0],
+        "test_images": test[0],
+        "trials": train[0] * train[1] + test[0] * test[1],
+        "seeds": 1,
+        "epochs": 1 if cut else 0,  # 0: the preset's own
+        "align_epochs": 1 if cut else FULL["align_epochs"],
+        "steps": 1 if cut else FULL["steps"],
+        "size": 256 if cut else FULL["size"],
+    }
+
+
+def write_figures(workdir: Path) -> str:
+    """``figures.md`` (and ``figures.json``) from ``stages.json``: per stage seconds, peak memory, the full-size
+    extrapolation, labelled as such."""
+    stages = [Stage(**d) for d in json.loads((workdir / "stages.json").read_text())]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    here = here_counts(workdir)
+    text = figures_markdown(stages, here, device)
+    (workdir / "figures.md").write_text(text)
+    rows = [{**asdict(st), "full_size_factor": full_size_factor(st, here)[0]} for st in stages]
+    (workdir / "figures.json").write_text(json.dumps({"rehearsal": REHEARSAL_LABEL, "here": here, "stages": rows}))
+    return text
+
+
+def _tables(store: Path, encoder_prefix: str, view: str = "") -> list[dict]:
+    out = []
+    for f in sorted(store.glob("*/*.json")):
+        m = json.loads(f.read_text())
+        if str(m.get("encoder", "")).startswith(encoder_prefix) and str(m.get("view", "")).startswith(view):
+            out.append(m)
+    return out
+
+
+def loaded_networks(workdir: Path) -> dict[str, str]:
+    """Each kit network -> the evidence, read from the rehearsal's outputs, that our commands loaded it: an
+    embedding table made with it (OpenCLIP: carrying the kit file's fingerprint), a metric scored with it, the
+    images SDXL drew. A network missing here was not exercised, and the rehearsal fails."""
+    from eeg2image.features.weights import file_fingerprint
+
+    ref, recon = workdir / "reference" / "embeddings", workdir / "reference-recon" / "embeddings"
+    found: dict[str, str] = {}
+    cache = Cache(workdir / "cache")
+    for key, store, spec in (("openclip-rn50", ref, "openclip:RN50/openai"),
+                             ("openclip-vith14", recon, "openclip:ViT-H-14/laion2b_s32b_b79k")):  # fmt: skip
+        import open_clip
+
+        arch, tag = spec.split(":", 1)[1].split("/")
+        repo = open_clip.get_pretrained_cfg(arch, tag)["hf_hub"].strip("/")
+        kit_file = cache.snapshot(repo).dir / "open_clip_model.safetensors"
+        tables = [m for m in _tables(store, spec) if file_fingerprint(kit_file) in json.dumps(m["identity"])]
+        if tables:
+            found[key] = f"{len(tables)} embedding tables carry the kit file's fingerprint"
+    if tabs := _tables(recon, "ipadapter:h94/IP-Adapter"):
+        found["ipadapter"] = f"{len(tabs)} image_embeds tables"
+    if tabs := _tables(recon, "", "depth-depth-anything-base-hf"):
+        found["depth"] = f"{len(tabs)} tables of depth maps"
+    images = sorted((workdir / "reference-recon" / "images" / "eeg").rglob("*.png"))
+    if _tables(recon, "vae:stabilityai/sdxl-turbo") and images:
+        found["sdxl-turbo"] = f"the VAE's latents table and {len(images)} images of the eeg row"
+        found["ipadapter"] = found.get("ipadapter", "") + ", three adapters in SDXL"
+    metrics = workdir / "reference-recon" / "images" / "eeg" / "sub-01" / "metrics.json"
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())
+        scored = set(m["over_rounds_and_seeds"])
+        for key, name in (("alexnet", "alexnet2"), ("inception", "inception"), ("effnet-b1", "effnet_b1"),
+                          ("swav", "swav"), ("openclip-vitl14", "clip_vitl14")):  # fmt: skip
+            if name in scored:
+                found[key] = f"metric {name} scored"
+    return found
+
+
+#: Full size: THINGS-EEG2's counts, the reference's seeds and the settings the cut options replaced.
+FULL = {"train_images": 16540, "test_images": 200, "train_reps": 4, "test_reps": 80, "seeds": 10, "steps": 5,
+        "size": 512, "align_epochs": 100}  # fmt: skip
+PRESET_EPOCHS = {"reference": 200, "reference-recon": 80}  # configs/run/reference.yaml, cogcap.yaml
+
+
+def full_size_factor(stage: Stage, here: dict[str, int]) -> tuple[float, str]:
+    """How many times the stage's work grows at full size, and why: a first-order extrapolation from what the
+    stage's cost scales with (images x views, epochs x seeds x images, images x steps x pixels x seeds)."""
+    f = FULL
+    images = (f["train_images"] + f["test_images"]) / (here["train_images"] + here["test_images"])
+    seeds = f["seeds"] / here["seeds"]
+    kind = stage.name
+    if kind == "preprocess":
+        trials = f["train_images"] * f["train_reps"] + f["test_images"] * f["test_reps"]
+        return trials / here["trials"], "EEG trials"
+    if kind == "embed":
+        return images, "images (the same views)"
+    if kind == "train":
+        epochs = PRESET_EPOCHS[stage.command] / (here["epochs"] or PRESET_EPOCHS[stage.command])
+        return epochs * seeds * f["train_images"] / here["train_images"], "epochs x seeds x training images"
+    if kind == "evaluate":
+        return seeds * (f["test_images"] / here["test_images"]) ** 2, "seeds x test images squared"
+    if kind == "align":
+        scale = f["align_epochs"] / here["align_epochs"] * seeds * f["train_images"] / here["train_images"]
+        return scale, "epochs x seeds x training images"
+    if kind == "reconstruct":
+        pixels = (f["size"] / here["size"]) ** 2
+        scale = f["test_images"] / here["test_images"] * seeds * f["steps"] / here["steps"] * pixels
+        return scale, "test images x seeds x steps x pixels"
+    if kind == "evaluate-recon":
+        return seeds * f["test_images"] / here["test_images"], "seeds x test images"
+    return 1.0, "fixed"
+
+
+def figures_markdown(stages: list[Stage], here: dict[str, int], device: str) -> str:
+    lines = [
+        f"**{REHEARSAL_LABEL}**",
+        "",
+        f"Rehearsal on {device}: the tiny simulated dataset ({here['train_images']} training images, "
+        f"{here['test_images']} test), {here['seeds']} seed, cut options {CPU_ARGS if device == 'cpu' else CUDA_ARGS}.",
+        "",
+        "| command | stage | seconds | peak RSS GiB | peak CUDA GiB | x at full size | scales with | full size, "
+        "extrapolated |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for st in stages:
+        factor, why = full_size_factor(st, here)
+        cuda = "" if st.peak_cuda_gib is None else f"{st.peak_cuda_gib:.2f}"
+        full = st.seconds * factor
+        when = f"{full / 3600:.1f} h" if full >= 3600 else f"{full / 60:.1f} min" if full >= 60 else f"{full:.0f} s"
+        lines.append(
+            f"| {st.command} | {st.name} | {st.seconds:.1f} | {st.peak_rss_gib:.2f} | {cuda} | {factor:,.0f} | {why} | "
+            f"{when} (extrapolated) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def make_kit_once(root: Path, log=print) -> Cache:
+    """The real-size kit, each network made once (a rerun keeps what is there)."""
+    cache = Cache(root)
+    for key in NETWORKS:
+        done = root / ".done" / key
+        if not done.is_file():
+            make_kit(root, [key], log=log)
+            done.parent.mkdir(exist_ok=True)
+            done.write_text("made\n")
+    return cache
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -637,9 +894,20 @@ def main() -> None:
     kit.add_argument("root", type=Path)
     kit.add_argument("--only", default="", help=f"comma-separated subset of {','.join(NETWORKS)}")
     kit.add_argument("--tiny", action="store_true", help="tiny configs, the same layouts (what the test checks)")
+    run = sub.add_parser("run", help="the kit, then both reference commands on it, measured")
+    run.add_argument("workdir", type=Path, nargs="?", default=Path("rehearsal"))
+    fig = sub.add_parser("figures", help="the figures of a finished (or stopped) rehearsal, again")
+    fig.add_argument("workdir", type=Path, nargs="?", default=Path("rehearsal"))
     args = p.parse_args()
-    cache = make_kit(args.root, [k for k in args.only.split(",") if k] or None, tiny=args.tiny)
-    print("\n".join(f"export {k}={v}" for k, v in cache.env().items()))
+    if args.cmd == "figures":
+        print(write_figures(args.workdir))
+        return
+    if args.cmd == "kit":
+        cache = make_kit(args.root, [k for k in args.only.split(",") if k] or None, tiny=args.tiny)
+        print("\n".join(f"export {k}={v}" for k, v in cache.env().items()))
+        return
+    stages = rehearse(args.workdir, Path(__file__).resolve().parents[1])
+    raise SystemExit(0 if stages and all(s.rc == 0 for s in stages) else 1)
 
 
 if __name__ == "__main__":

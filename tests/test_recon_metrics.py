@@ -205,3 +205,35 @@ def test_a_folder_of_reconstructions_is_scored_per_round_with_its_protocol(tiny_
         capsys, "evaluate-recon", tmp_path / "rec", "--dataset", tiny_dataset, "--metrics", "pixcorr"
     )
     assert code == 2 and f"1 ground-truth image(s) have no reconstruction (first: '{ids[3]}')" in err
+
+
+def test_everything_made_under_a_rehearsal_marker_says_so_beside_its_numbers(tiny_dataset, tmp_path, capsys):
+    """A folder below the rehearsal kit's marker (random weights): `evaluate-recon`'s metrics.json and report.md,
+    `table`'s results, and every manifest carry "rehearsal: random weights"; without the marker, none does."""
+    import json
+
+    from badinput import run_cli
+    from PIL import Image
+
+    from eeg2image.evaluation.reconstruction import stimulus_images
+    from eeg2image.io import REHEARSAL_MARKER, write_manifest
+
+    gt = stimulus_images(tiny_dataset)
+    for root in ("plain", "marked"):
+        for sid, src in gt.items():
+            path = tmp_path / root / "rec" / "seed-0" / "round-0" / f"{sid}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.open(src).convert("RGB").save(path)
+    (tmp_path / "marked" / REHEARSAL_MARKER).write_text("random weights\n")
+    for root in ("plain", "marked"):
+        args = ("evaluate-recon", tmp_path / root / "rec", "--dataset", tiny_dataset, "--metrics", "pixcorr")
+        assert run_cli(capsys, *args)[0] == 0
+        assert run_cli(capsys, "table", tmp_path / root)[0] == 0
+        write_manifest(tmp_path / root / "stage", stage="x", config={}, inputs={}, outputs={})
+        texts = [
+            (tmp_path / root / "rec" / "metrics.json").read_text(),
+            (tmp_path / root / "rec" / "report.md").read_text(),
+            (tmp_path / root / "results.md").read_text(),
+            json.dumps(json.loads((tmp_path / root / "stage" / "manifest.json").read_text())),
+        ]
+        assert all(("rehearsal: random weights" in t) == (root == "marked") for t in texts), root

@@ -114,3 +114,19 @@ def test_sdxl_turbo_and_its_vae_load_and_generate_through_our_paths(caches):
     assert image.shape == (32, 32, 3) and image.std() > 0
     half = load_sdxl_pipeline("stabilityai/sdxl-turbo", "h94/IP-Adapter", dtype="float16", device="cpu")
     assert {half.unet.dtype, half.text_encoder.dtype, half.text_encoder_2.dtype} == {torch.float16}  # the variants
+
+
+def test_the_rehearsal_runs_both_reference_commands_own_lines_with_only_the_cut_options_added():
+    """`make -n` of each command: the same lines as without the cut options, plus the options at their ends."""
+    from pathlib import Path
+
+    from benchmarks.rehearse import COMMANDS, CPU_ARGS, make_lines
+
+    repo = Path(__file__).resolve().parents[1]
+    for target, dir_var in COMMANDS:
+        base = {"THINGS": "/data/things", "SUBJECT": "3", dir_var: "/out"}
+        plain, cut = make_lines(target, base, repo), make_lines(target, {**base, **CPU_ARGS}, repo)
+        assert len(plain) == len(cut) >= 5 and all("\\" not in line for line in cut)
+        for a, b in zip(plain, cut, strict=True):
+            assert b.startswith(a) and b[len(a) :].strip() in ("", *CPU_ARGS.values()), (a, b)
+        assert any("train" in line and line.endswith(CPU_ARGS["TRAIN_ARGS"]) for line in cut)

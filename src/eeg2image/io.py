@@ -357,6 +357,20 @@ def package_versions(names: tuple[str, ...] = _VERSIONED) -> dict[str, str]:
     return out
 
 
+REHEARSAL_MARKER = "REHEARSAL_RANDOM_WEIGHTS.txt"
+REHEARSAL_LABEL = (
+    "rehearsal: random weights (made under a folder marked by benchmarks/rehearse.py: real architectures, random "
+    "weights, simulated data; these numbers are not results)"
+)
+
+
+def rehearsal_label(path: str | Path) -> str | None:
+    """``REHEARSAL_LABEL`` when ``path`` or a folder above it carries the rehearsal's marker file, else None: every
+    report, table and manifest written there says so beside its numbers."""
+    p = Path(path).absolute()
+    return REHEARSAL_LABEL if any((d / REHEARSAL_MARKER).is_file() for d in (p, *p.parents)) else None
+
+
 def write_manifest(
     folder: str | Path,
     *,
@@ -380,6 +394,8 @@ def write_manifest(
     }
     if extra:
         manifest.update(extra)
+    if label := rehearsal_label(folder):
+        manifest["rehearsal"] = label
     write_json(Path(folder) / "manifest.json", manifest)
     return manifest
 

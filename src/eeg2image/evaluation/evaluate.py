@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..datasets import RetrievalSplit, load_pairs
-from ..io import DataFormatError, atomic_path, folder_lock, read_json, write_json, write_manifest
+from ..io import DataFormatError, atomic_path, folder_lock, read_json, rehearsal_label, write_json, write_manifest
 from ..models.retrieval import SeedStack, embed_eeg, embed_targets, load_stack
 from ..runs import SELECTIONS, RunConfig, Unit, config_summary, read_run_config, subject_folder, unit_folder, units_of
 from .retrieval import aggregate, cosine_similarity, distractor_sets, hungarian_topk, retrieval_metrics
@@ -171,6 +171,8 @@ def _evaluate(run_dir: Path, cfg: RunConfig, log) -> dict[str, Any]:
             **{sel: v for sel, v in transductive.items() if v},
         },
     }
+    if label := rehearsal_label(run_dir):
+        metrics = {"rehearsal": label, **metrics}
     write_json(run_dir / "metrics.json", metrics)
     (run_dir / "report.md").write_text(report_markdown(metrics))
     if picture_source is not None and cfg.data.dataset:
@@ -198,6 +200,7 @@ def report_markdown(metrics: dict[str, Any]) -> str:
     lines = [
         "# Retrieval results",
         "",
+        *([f"**{metrics['rehearsal']}**", ""] if metrics.get("rehearsal") else []),
         f"EEG encoder `{p['eeg_encoder']}`, image encoder `{p['image_encoder']}`"
         + (f", EVNet encoder `{p['evnet_encoder']}`" if p["evnet_encoder"] else "")
         + f"; subjects {p['subjects']} ({p['mode']}); seeds {p['seeds']}; {p['epochs']} epochs, batch "

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.things_eeg2 import load_image
-from ..io import DataFormatError, MissingDataError, check_option
+from ..io import DataFormatError, MissingDataError, check_option, rehearsal_label
 
 __all__ = [
     "FEATURE_METRICS",
@@ -516,6 +516,8 @@ def evaluate_reconstructions(
         "better": better,
         "unavailable": unavailable,
     }
+    if label := rehearsal_label(folder):
+        result = {"rehearsal": label, **result}
     write_json(folder / "metrics.json", result)
     _write_report(folder / "report.md", result)
     _write_grid(folder / "grid.png", gt_paths, recs)
@@ -572,6 +574,7 @@ def _write_report(path: Path, result: dict[str, Any]) -> None:
     lines = [
         "# Reconstruction metrics",
         "",
+        *([f"**{result['rehearsal']}**", ""] if result.get("rehearsal") else []),
         f"Generator: {p['generator']}. {p['n_images']} test images, seeds {p['seeds']}, rounds {p['rounds']}; "
         f"{p['resize']}." + (f" Row `{p['row']}`: {p['row_text']}." if p.get("row") else ""),
         "",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import DataFormatError, atomic_path, read_json, write_json
+from ..io import DataFormatError, atomic_path, read_json, rehearsal_label, write_json
 from .retrieval import aggregate
 
 COLUMNS = ("top1", "top5", "mrr")
@@ -75,7 +75,7 @@ def merge_results(root: str | Path) -> dict[str, Any]:
 
 def table_markdown(merged: dict[str, Any], descriptions: dict[str, str] | None = None) -> str:
     """The merged rows as a markdown table; ``descriptions`` (config name -> what it is) become a legend."""
-    lines = []
+    lines = [f"**{merged['rehearsal']}**", ""] if merged.get("rehearsal") else []
     if merged["rows"]:
         lines += ["| config | subject | weights | seeds | top-1 % | top-5 % | MRR |", "|---|---|---|---|---|---|---|"]
     for r in merged["rows"]:
@@ -111,6 +111,8 @@ def write_table(root: str | Path, descriptions: dict[str, str] | None = None) ->
     name -> what the row is and what changed) are saved with them."""
     root = Path(root)
     merged = merge_results(root)
+    if label := rehearsal_label(root):
+        merged["rehearsal"] = label
     if descriptions:
         merged["descriptions"] = dict(descriptions)
     write_json(root / "results.json", merged)
