@@ -835,14 +835,8 @@ def full_size_factor(stage: Stage, here: dict[str, int]) -> tuple[float, str]:
         return trials / here["trials"], "EEG trials"
     if kind == "embed":
         return images, "images (the same views)"
-    if kind == "train":
-        epochs = PRESET_EPOCHS[stage.command] / (here["epochs"] or PRESET_EPOCHS[stage.command])
-        return epochs * seeds * f["train_images"] / here["train_images"], "epochs x seeds x training images"
-    if kind == "evaluate":
-        return seeds * (f["test_images"] / here["test_images"]) ** 2, "seeds x test images squared"
-    if kind == "align":
-        scale = f["align_epochs"] / here["align_epochs"] * seeds * f["train_images"] / here["train_images"]
-        return scale, "epochs x seeds x training images"
+    if kind in ("train", "align", "evaluate"):  # start-up and loading dominate one epoch of 64 images
+        return 0.0, "not extrapolated: start-up dominated (training speed: `benchmarks.train_speed`, above)"
     if kind == "reconstruct":
         pixels = (f["size"] / here["size"]) ** 2
         scale = f["test_images"] / here["test_images"] * seeds * f["steps"] / here["steps"] * pixels
@@ -858,6 +852,8 @@ def figures_markdown(stages: list[Stage], here: dict[str, int], device: str) -> 
         "",
         f"Rehearsal on {device}: the tiny simulated dataset ({here['train_images']} training images, "
         f"{here['test_images']} test), {here['seeds']} seed, cut options {CPU_ARGS if device == 'cpu' else CUDA_ARGS}.",
+        "Full size, extrapolated: the stage's seconds times what its work scales with; an upper bound, since each "
+        "stage's start-up and model loading are multiplied too.",
         "",
         "| command | stage | seconds | peak RSS GiB | peak CUDA GiB | x at full size | scales with | full size, "
         "extrapolated |",
@@ -868,10 +864,9 @@ def figures_markdown(stages: list[Stage], here: dict[str, int], device: str) -> 
         cuda = "" if st.peak_cuda_gib is None else f"{st.peak_cuda_gib:.2f}"
         full = st.seconds * factor
         when = f"{full / 3600:.1f} h" if full >= 3600 else f"{full / 60:.1f} min" if full >= 60 else f"{full:.0f} s"
-        lines.append(
-            f"| {st.command} | {st.name} | {st.seconds:.1f} | {st.peak_rss_gib:.2f} | {cuda} | {factor:,.0f} | {why} | "
-            f"{when} (extrapolated) |"
-        )
+        when, times = (f"{when} (extrapolated)", f"{factor:,.0f}") if factor else ("", "")
+        cells = [st.command, st.name, f"{st.seconds:.1f}", f"{st.peak_rss_gib:.2f}", cuda, times, why, when]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

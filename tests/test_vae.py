@@ -139,3 +139,24 @@ def test_latents_killed_while_written_resume_to_the_same_table(vae_folder, tiny_
     res = eeg2image(*killed_args)
     assert res.returncode == 0, res.stderr
     assert digest(tmp_path / "killed", "*.safetensors") == digest(tmp_path / "whole", "*.safetensors")
+
+
+def test_latents_are_encoded_a_few_images_at_a_time_with_the_same_result(vae_folder, monkeypatch):
+    """Bounded memory (the rehearsal: SDXL's VAE on 16 images of 512 px took 16.6 GiB): the encoder calls the VAE
+    on at most ``micro_batch`` images, and the latents equal one call's."""
+    from eeg2image.features.vae import VAELatentEncoder, build_vae_encoder
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(5)]
+    enc = build_vae_encoder(str(vae_folder), weights=None, device=torch.device("cpu"))
+    whole = enc.encode(images)
+    assert (
+        enc.micro_batch >= 5
+        and build_vae_encoder(f"{vae_folder};size=512", weights=None, device="cpu").micro_batch == 4
+    )
+    calls = []
+    real = enc.vae.encode
+    monkeypatch.setattr(enc.vae, "encode", lambda x: calls.append(len(x)) or real(x))
+    monkeypatch.setattr(VAELatentEncoder, "micro_batch", 2)
+    np.testing.assert_allclose(enc.encode(images), whole, rtol=1e-5, atol=1e-5)
+    assert calls == [2, 2, 1]

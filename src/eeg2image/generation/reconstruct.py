@@ -74,7 +74,7 @@ from ..runs import (
     units_of,
 )
 from .gallery import NearestTrainingImage
-from .sdxl import IP_ADAPTER_REPO, SDXL_TURBO, GenerationConfig, Reconstructor, load_sdxl_pipeline
+from .sdxl import DTYPES, IP_ADAPTER_REPO, SDXL_TURBO, GenerationConfig, Reconstructor, load_sdxl_pipeline
 
 __all__ = [
     "GENERATORS",
@@ -109,7 +109,9 @@ class ReconstructConfig:
     generate: GenerationConfig = field(default_factory=GenerationConfig)
     sdxl: str = SDXL_TURBO  # a local folder or a Hugging Face cache id (never downloaded)
     ip_adapter: str = IP_ADAPTER_REPO
-    dtype: str = "float16"  # float16 (with the VAE's force_upcast), bfloat16 or float32
+    # auto: float16 on CUDA (with the VAE's force_upcast), float32 elsewhere (diffusers refuses to promise float16
+    # on the CPU, and this CPU has no float16 arithmetic); or float16, bfloat16, float32
+    dtype: str = "auto"
     device: str = "auto"
     nearest_size: int = 512  # the nearest generator's image size
     decoder: str = ""  # the offline decoder's folder (`eeg2image train-decoder`), for generator=decoder
@@ -121,6 +123,7 @@ class ReconstructConfig:
 
     def __post_init__(self) -> None:
         check_option("generator", self.generator, GENERATORS, where="reconstruct.generator")
+        check_option("dtype", self.dtype, ["auto", *DTYPES], where="reconstruct.dtype")
         if not self.rows:
             raise DataFormatError("reconstruct.rows is empty; expected some of " + ", ".join(ROWS))
         for r in self.rows:
@@ -426,7 +429,9 @@ class _Generators:
             pipe = self.pipeline_factory(n)
         else:
             c = self.cfg
-            pipe = load_sdxl_pipeline(c.sdxl, c.ip_adapter, n_adapters=n, dtype=c.dtype, device=_device(c.device))
+            device = _device(c.device)
+            dtype = c.dtype if c.dtype != "auto" else ("float16" if device.startswith("cuda") else "float32")
+            pipe = load_sdxl_pipeline(c.sdxl, c.ip_adapter, n_adapters=n, dtype=dtype, device=device)
         gcfg = dataclasses.replace(self.cfg.generate, modalities=self.targets)
         pe = self.prompt_embeds or (None, None)
         return Reconstructor(pipe, gcfg, pe[0], pe[1])
