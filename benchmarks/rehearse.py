@@ -1,6 +1,8 @@
-"""The rehearsal kit (issue 20): every network ``make reference`` and ``make reference-recon`` read, built at its
-real architecture with random weights, written where the caches hold the real ones.
+"""The rehearsal (issue 20): every network ``make reference`` and ``make reference-recon`` read, built at its real
+architecture with random weights, written where the caches hold the real ones; then both commands run on them.
 
+    make rehearse                                                # = python -m benchmarks.rehearse run rehearsal
+    python -m benchmarks.rehearse figures rehearsal              # the figures of a finished run, again
     python -m benchmarks.rehearse kit rehearsal/cache            # fabricate every network (real size, ~30 GB)
     python -m benchmarks.rehearse kit rehearsal/cache --only ipadapter,depth --tiny   # tiny configs, same layout
 
