@@ -601,6 +601,23 @@ def _write_grid(
     path: Path, gt_paths: dict[str, Path], recs: dict[tuple[int, int], dict[str, Path]], n: int = 8
 ) -> None:
     """Rows: up to ``n`` stimuli; columns: the stimulus, then the rounds of the first seed."""
+    seed = min(s for s, _ in recs)
+    rounds = sorted(r for s, r in recs if s == seed)
+    columns = [(f"seed {seed} round {r}", recs[(seed, r)]) for r in rounds]
+    image_grid(path, gt_paths, sorted(gt_paths)[:n], columns, cell=1.6, title_size=8)
+
+
+def image_grid(
+    path: Path,
+    gt_paths: dict[str, Path],
+    ids: list[str],
+    columns: list[tuple[str, dict[str, Path]]],
+    *,
+    cell: float,
+    title_size: int,
+) -> None:
+    """A picture: one line per stimulus in ``ids``, its test image first, then each column's image of it (blank where
+    a column has none); columns titled; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -608,23 +625,20 @@ def _write_grid(
 
     from ..io import atomic_path
 
-    seed = min(s for s, _ in recs)
-    rounds = sorted(r for s, r in recs if s == seed)
-    ids = sorted(gt_paths)[:n]
-    fig, axes = plt.subplots(
-        len(ids), 1 + len(rounds), figsize=(1.6 * (1 + len(rounds)), 1.6 * len(ids)), squeeze=False
-    )
+    k = 1 + len(columns)
+    fig, axes = plt.subplots(len(ids), k, figsize=(cell * k, cell * len(ids)), squeeze=False)
     for i, sid in enumerate(ids):
         axes[i, 0].imshow(load_image(gt_paths[sid], size=128))
-        for j, r in enumerate(rounds):
-            axes[i, 1 + j].imshow(load_image(recs[(seed, r)][sid], size=128))
+        for j, (_, images) in enumerate(columns):
+            if sid in images:
+                axes[i, 1 + j].imshow(load_image(images[sid], size=128))
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
         axes[i, 0].set_ylabel(sid[:18], fontsize=6)
     axes[0, 0].set_title("stimulus", fontsize=8)
-    for j, r in enumerate(rounds):
-        axes[0, 1 + j].set_title(f"seed {seed} round {r}", fontsize=8)
+    for j, (title, _) in enumerate(columns):
+        axes[0, 1 + j].set_title(title, fontsize=title_size)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -680,35 +694,11 @@ def evaluate_rows(
 def write_rows_grid(path: Path, gt_paths: dict[str, Path], rows: dict[str, Path], n: int = 12) -> None:
     """Rows of the picture: up to ``n`` stimuli; columns: the stimulus, then each reconstruction row (first seed,
     round 0) in ``GRID_ORDER``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_path
-
     cols = [r for r in GRID_ORDER if r in rows] + sorted(r for r in rows if r not in GRID_ORDER)
-    picks = {}
+    columns = []
     for r in cols:
         recs = find_reconstructions(rows[r])
         seed = min(s for s, _ in recs)
-        picks[r] = (seed, recs[(seed, min(rr for s, rr in recs if s == seed))])
-    ids = sorted(gt_paths)[:n]
-    fig, axes = plt.subplots(len(ids), 1 + len(cols), figsize=(1.5 * (1 + len(cols)), 1.5 * len(ids)), squeeze=False)
-    for i, sid in enumerate(ids):
-        axes[i, 0].imshow(load_image(gt_paths[sid], size=128))
-        for j, r in enumerate(cols):
-            img = picks[r][1].get(sid)
-            if img is not None:
-                axes[i, 1 + j].imshow(load_image(img, size=128))
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[i, 0].set_ylabel(sid[:18], fontsize=6)
-    axes[0, 0].set_title("stimulus", fontsize=8)
-    for j, r in enumerate(cols):
-        axes[0, 1 + j].set_title(f"{GRID_TITLES.get(r, r)}\n(seed {picks[r][0]})", fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+        first = recs[(seed, min(rr for s, rr in recs if s == seed))]
+        columns.append((f"{GRID_TITLES.get(r, r)}\n(seed {seed})", first))
+    image_grid(path, gt_paths, sorted(gt_paths)[:n], columns, cell=1.5, title_size=7)
