@@ -70,8 +70,8 @@ RECON_ROWS = eeg,low-level,shuffled,nearest,linear,ceiling
 RECON_VIEWS = original,edges,depth:model=LiheYoung/depth-anything-base-hf
 reference-recon: $(STAMP)
 	$(BIN)/eeg2image preprocess $(THINGS) $(RECON_DIR)/preprocessed --subjects $(SUBJECT) --preset ubp
-	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder $(VITH) --views $(RECON_VIEWS) --text-encoder $(VITH)
-	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder $(IPA) --views $(RECON_VIEWS)
+	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder $(VITH) --encoder $(IPA) --views $(RECON_VIEWS) \
+		--text-encoder $(VITH)
 	$(BIN)/eeg2image embed $(THINGS) $(RECON_DIR)/embeddings --encoder '$(LATENTS)' --views original:size=512
 	$(BIN)/eeg2image train $(RECON_DIR)/run-sub-$(SUBJECT) --preset cogcap --subjects $(SUBJECT) \
 		--preprocessed $(RECON_DIR)/preprocessed --store $(RECON_DIR)/embeddings --dataset $(THINGS) $(TRAIN_ARGS)

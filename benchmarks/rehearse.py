@@ -782,40 +782,75 @@ def _tables(store: Path, encoder_prefix: str, view: str = "") -> list[dict]:
 
 
 def loaded_networks(workdir: Path) -> dict[str, str]:
-    """Each kit network -> the evidence, read from the rehearsal's outputs, that our commands loaded it: an
-    embedding table made with it (OpenCLIP: carrying the kit file's fingerprint), a metric scored with it, the
-    images SDXL drew. A network missing here was not exercised, and the rehearsal fails."""
+    """Each kit network -> the evidence, read from the rehearsal's outputs, that our commands loaded the kit's own
+    file: the weights fingerprint recorded in an embedding table's key (OpenCLIP, the VAE, Depth Anything), in the
+    reconstruction's manifest (SDXL-Turbo's parts, the SDXL adapter) or in ``metrics.json`` (the metric networks),
+    equal to the kit file's; for the IP-Adapter image encoder, whose key is a hash of its parameters, equal to that
+    hash of the kit's folder loaded again. A network missing here was not exercised, and the rehearsal fails."""
+    import open_clip
+    import torchvision.models as tvm
+
+    from eeg2image.evaluation.reconstruction import SWAV_URL
+    from eeg2image.features.encoders import build_image_encoder
     from eeg2image.features.weights import file_fingerprint
 
     ref, recon = workdir / "reference" / "embeddings", workdir / "reference-recon" / "embeddings"
+    images = workdir / "reference-recon" / "images"
     found: dict[str, str] = {}
     cache = Cache(workdir / "cache")
-    for key, store, spec in (("openclip-rn50", ref, "openclip:RN50/openai"),
-                             ("openclip-vith14", recon, "openclip:ViT-H-14/laion2b_s32b_b79k")):  # fmt: skip
-        import open_clip
 
-        arch, tag = spec.split(":", 1)[1].split("/")
-        repo = open_clip.get_pretrained_cfg(arch, tag)["hf_hub"].strip("/")
-        kit_file = cache.snapshot(repo).dir / "open_clip_model.safetensors"
-        tables = [m for m in _tables(store, spec) if file_fingerprint(kit_file) in json.dumps(m["identity"])]
-        if tables:
-            found[key] = f"{len(tables)} embedding tables carry the kit file's fingerprint"
+    def kit(repo: str, rel: str) -> str:
+        return file_fingerprint(cache.snapshot(repo).dir / rel)
+
+    def clip_repo(spec: str) -> str:
+        arch, tag = spec.split("/")
+        return open_clip.get_pretrained_cfg(arch, tag)["hf_hub"].strip("/")
+
+    for key, store, spec in (("openclip-rn50", ref, "RN50/openai"),
+                             ("openclip-vith14", recon, "ViT-H-14/laion2b_s32b_b79k")):  # fmt: skip
+        want = kit(clip_repo(spec), "open_clip_model.safetensors")
+        if tabs := [m for m in _tables(store, f"openclip:{spec}") if m["identity"]["encoder"]["checkpoint"] == want]:
+            found[key] = f"{len(tabs)} embedding tables keyed by the kit file's fingerprint"
+    ipa = cache.snapshot("h94/IP-Adapter").dir
     if tabs := _tables(recon, "ipadapter:h94/IP-Adapter"):
-        found["ipadapter"] = f"{len(tabs)} image_embeds tables"
-    if tabs := _tables(recon, "", "depth-depth-anything-base-hf"):
-        found["depth"] = f"{len(tabs)} tables of depth maps"
-    images = sorted((workdir / "reference-recon" / "images" / "eeg").rglob("*.png"))
-    if _tables(recon, "vae:stabilityai/sdxl-turbo") and images:
-        found["sdxl-turbo"] = f"the VAE's latents table and {len(images)} images of the eeg row"
-        found["ipadapter"] = found.get("ipadapter", "") + ", three adapters in SDXL"
-    metrics = workdir / "reference-recon" / "images" / "eeg" / "sub-01" / "metrics.json"
-    if metrics.is_file():
-        m = json.loads(metrics.read_text())
-        scored = set(m["over_rounds_and_seeds"])
-        for key, name in (("alexnet", "alexnet2"), ("inception", "inception"), ("effnet-b1", "effnet_b1"),
-                          ("swav", "swav"), ("openclip-vitl14", "clip_vitl14")):  # fmt: skip
-            if name in scored:
-                found[key] = f"metric {name} scored"
+        again = build_image_encoder(f"ipadapter:{ipa}", weights=None, device=torch.device("cpu")).checkpoint_id
+        if tabs := [m for m in tabs if m["identity"]["encoder"]["checkpoint"] == again]:
+            found["ipadapter"] = f"{len(tabs)} image_embeds tables keyed by the kit image encoder's parameters"
+    want = kit("LiheYoung/depth-anything-base-hf", "model.safetensors")
+    depth = _tables(recon, "", "depth-depth-anything-base-hf")
+    if tabs := [m for m in depth if m["identity"]["view"].get("weights") == want]:
+        found["depth"] = f"{len(tabs)} tables of depth maps keyed by the kit file's fingerprint"
+    manifest = images / "eeg" / "sub-01" / "manifest.json"
+    weights = (json.loads(manifest.read_text()).get("weights") or {}) if manifest.is_file() else {}
+    files = weights.get("files", {})
+    parts = {rel.split("/")[0] for rel in files}
+    same = all(
+        fp == (kit("h94/IP-Adapter", rel) if rel.startswith("sdxl_models/") else kit("stabilityai/sdxl-turbo", rel))
+        for rel, fp in files.items()
+    )
+    vae = kit("stabilityai/sdxl-turbo", "vae/diffusion_pytorch_model.safetensors")
+    latents = _tables(recon, "vae:stabilityai/sdxl-turbo")
+    latents = [m for m in latents if m["identity"]["encoder"]["vae"]["weights"] == vae]
+    drawn = sorted((images / "eeg").rglob("*.png"))
+    if same and {"unet", "vae", "text_encoder", "text_encoder_2", "sdxl_models"} <= parts and latents and drawn:
+        found["sdxl-turbo"] = (
+            f"{len(drawn)} images of the eeg row drawn by the kit's {len(files) - 1} files (unet, vae, both text "
+            f"encoders), {len(latents)} latent tables keyed by the kit VAE's fingerprint"
+        )
+        if "ipadapter" in found:
+            found["ipadapter"] += "; the eeg row drawn through the kit's SDXL adapter file"
+    metrics = images / "eeg" / "sub-01" / "metrics.json"
+    networks = json.loads(metrics.read_text())["protocol"].get("networks", {}) if metrics.is_file() else {}
+    vitl14 = cache.snapshot(clip_repo("ViT-L-14/openai")).dir / "open_clip_model.safetensors"
+    for key, name, path in (
+        ("alexnet", "alexnet2", cache.torch_hub_file(tvm.AlexNet_Weights.IMAGENET1K_V1.url)),
+        ("inception", "inception", cache.torch_hub_file(tvm.Inception_V3_Weights.IMAGENET1K_V1.url)),
+        ("effnet-b1", "effnet_b1", cache.torch_hub_file(tvm.EfficientNet_B1_Weights.DEFAULT.url)),
+        ("swav", "swav", cache.torch_hub_file(SWAV_URL)),
+        ("openclip-vitl14", "clip_vitl14", vitl14),
+    ):
+        if (networks.get(name) or {}).get("fingerprint") == file_fingerprint(path):
+            found[key] = f"metric {name} scored with the kit file (fingerprint in metrics.json)"
     return found
 
 

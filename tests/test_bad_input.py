@@ -637,6 +637,10 @@ USAGE_CASES = {
         lambda c: ["train-decoder", c.ds(), c.tmp / "st", c.tmp / "d", "--set", "decoder.channels=[30]"],
         r"decoder.channels: 30 is not a multiple of 4",
     ),
+    "usage embed the same encoder twice": (
+        lambda c: ["embed", c.ds(), c.tmp / "st", "--encoder", "evnet", "--encoder", "evnet"],
+        r"--encoder evnet --encoder evnet: expected distinct encoders",
+    ),
     "usage decoder latents not a VAE": (
         lambda c: ["train-decoder", c.ds(), c.tmp / "st", c.tmp / "d", "--latents", "effnet-lite0"],
         r"latents 'effnet-lite0': expected a VAE's latent table, vae:<folder>",

@@ -269,6 +269,35 @@ def test_embed_images_and_texts_end_to_end(tiny_dataset, tmp_path):
     np.testing.assert_allclose(texts.embeddings[0], texts.embeddings[per - 1], atol=1e-5)  # same concept, same text
 
 
+def test_several_encoders_in_one_pass_compute_each_view_once(tiny_dataset, tmp_path, monkeypatch):
+    import json
+
+    from eeg2image.features.embed import embed_images
+    from eeg2image.features.views import CannyEdges
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    encs = [build_image_encoder(f"openclip-config:{cfg}", device="cpu"), build_image_encoder("evnet", device="cpu")]
+    views = parse_views("original,edges")
+    calls = []
+    real_apply = CannyEdges.apply
+    monkeypatch.setattr(CannyEdges, "apply", lambda self, img: calls.append(1) or real_apply(self, img))
+    together = embed_images(tiny_dataset, tmp_path / "both", views, encs, batch_size=4, progress=False)
+    n_images = sum(r.n_images for r in together if r.view == "edges-100-200" and r.encoder == encs[0].name)
+    assert len(calls) == n_images  # the edge map made once per image for both encoders, not twice
+    assert {(r.encoder, r.view, r.status) for r in together} == {
+        (e.name, v.name, "computed") for e in encs for v in views
+    }
+    both, alone = EmbeddingStore(tmp_path / "both"), EmbeddingStore(tmp_path / "alone")
+    for enc in encs:  # the same tables as one encoder per call
+        embed_images(tiny_dataset, tmp_path / "alone", views, enc, batch_size=4, progress=False)
+        for p in ("training", "test"):
+            for v in views:
+                np.testing.assert_array_equal(
+                    both.load(p, v.name, enc.name).embeddings, alone.load(p, v.name, enc.name).embeddings
+                )
+
+
 def test_depth_view_with_a_tiny_local_depth_anything(tmp_path, photos, monkeypatch):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
@@ -306,6 +335,14 @@ def test_depth_view_with_a_tiny_local_depth_anything(tmp_path, photos, monkeypat
     inferno = (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).round()
     dist = np.abs(out.reshape(-1, 1, 3).astype(float) - inferno[None]).sum(-1).min(1)
     assert np.median(dist) <= 12  # pixels are inferno colours (bicubic upsampling blends a few)
+    from eeg2image.features.weights import file_fingerprint
+
+    # the table key names the weights that drew the maps: other weights under the same name, another key
+    recipe = view.recipe()
+    assert recipe["weights"] == file_fingerprint(tmp_path / "depth/model.safetensors")
+    torch.manual_seed(1)
+    DepthAnythingForDepthEstimation(cfg).eval().save_pretrained(tmp_path / "depth")
+    assert view.recipe()["weights"] != recipe["weights"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(
         MissingWeightsError, match=r"depth model 'depth-anything/Depth-Anything-V2-Small-hf'.*hf download"

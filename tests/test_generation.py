@@ -173,6 +173,17 @@ def test_the_real_loader_reads_saved_folders_offline_and_names_what_is_missing(t
     b = reconstructor(loaded, batch_size=2).generate(e, STIMULI[:2])
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
+    from eeg2image.features.weights import file_fingerprint
+    from eeg2image.generation.sdxl import sdxl_weights
+
+    # what the manifest records: the files this loader reads, by fingerprint (every weighted part, and the adapter)
+    rec = sdxl_weights(tmp_path / "sdxl", tmp_path / "h94", dtype="float32")
+    saved = {f.parent.name for f in (tmp_path / "sdxl").glob("*/*.safetensors")}  # the tiny one has no text encoders
+    assert {"unet", "vae"} <= saved
+    assert rec["variant"] is None and {k.split("/")[0] for k in rec["files"]} == saved | {"sdxl_models"}
+    unet = tmp_path / "sdxl/unet/diffusion_pytorch_model.safetensors"
+    assert rec["files"]["unet/diffusion_pytorch_model.safetensors"] == file_fingerprint(unet)
+
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     import huggingface_hub.constants as hc
 

@@ -116,6 +116,11 @@ def test_a_torchvision_network_loads_from_the_torch_cache_by_the_real_path(image
     same = rm.reconstruction_metrics(gt[:4], gt[:4], ["effnet_b1"])
     assert out["better"]["effnet_b1"] == "lower" and 0 <= out["values"]["effnet_b1"] <= 2
     assert same["values"]["effnet_b1"] == pytest.approx(0.0, abs=1e-6)
+    from eeg2image.features.weights import file_fingerprint
+
+    # the extractor names the file it was built from (metrics.json's protocol records it beside the numbers)
+    built = rm.FEATURE_METRICS["effnet_b1"].build({})
+    assert built.weights == {"file": str(ckpt), "fingerprint": file_fingerprint(ckpt)}
 
 
 def test_the_clip_metrics_build_openai_vit_l14_with_quickgelu(monkeypatch, tmp_path):
@@ -188,6 +193,7 @@ def test_a_folder_of_reconstructions_is_scored_per_round_with_its_protocol(tiny_
     agg = m["over_rounds_and_seeds"]["pixcorr"]
     assert agg["n"] == 2 and agg["mean"] == pytest.approx(np.mean([v["pixcorr"] for v in m["per_round"].values()]))
     assert m["protocol"]["proxy"] == ["effnet_lite0_proxy"] and m["protocol"]["n_images"] == len(ids)
+    assert m["protocol"]["networks"]["effnet_lite0_proxy"]["encoder"] == "effnet-lite0"  # what scored it
     report = (tmp_path / "rec/report.md").read_text()
     assert "effnet_lite0_proxy (proxy: not comparable" in report and "chance 0.5" in report
     per_seed = m["per_seed"]["pixcorr"]["seed-0"]  # each seed's value (its rounds averaged), in the report too

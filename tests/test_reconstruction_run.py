@@ -6,6 +6,7 @@ Plus the refusals and a kill during generation."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,6 +369,20 @@ def test_every_row_is_made_and_scored_with_its_protocol(rows):
     assert "nearest training image" in _row(out, "nearest")["protocol"]["generator"]
     assert "VAE's decoder" in _row(out, "low-level")["protocol"]["generator"]
     assert (out / "recon/grid-sub-01.png").is_file()
+    import json
+
+    from eeg2image.features.weights import file_fingerprint
+
+    def weights(row: str) -> dict | None:  # each row's manifest names the weights files that drew it
+        return json.loads((out / "recon" / row / "sub-01/manifest.json").read_text())["weights"]
+
+    dec = weights("eeg")
+    assert dec["files"]["decoder.safetensors"] == file_fingerprint(Path(dec["decoder"])) and weights("ceiling") == dec
+    low = weights("low-level")
+    assert low["files"]["diffusion_pytorch_model.safetensors"] == file_fingerprint(
+        Path(low["vae"]) / "diffusion_pytorch_model.safetensors"
+    )
+    assert weights("nearest") is None
     from eeg2image.evaluation.table import write_table
 
     md = write_table(out / "recon")[1].read_text()

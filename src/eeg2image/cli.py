@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .io import Eeg2ImageError
+from .io import ConfigError, Eeg2ImageError
 
 app = typer.Typer(
     add_completion=False,
@@ -96,12 +96,13 @@ def embed(
     root: Annotated[Path, typer.Argument(help="Dataset root (holding the image set).")],
     store: Annotated[Path, typer.Argument(help="Embedding store folder.")],
     encoder: Annotated[
-        str,
+        list[str] | None,
         typer.Option(
-            help="Image encoder: effnet-lite0 (offline, ImageNet-trained) | evnet | evnet-clip:effnet-lite0 | "
-            "openclip:RN50/openai | ipadapter:h94/IP-Adapter | sim-features"
+            help="Image encoder: effnet-lite0 (offline, ImageNet-trained, the default) | evnet | "
+            "evnet-clip:effnet-lite0 | openclip:RN50/openai | ipadapter:h94/IP-Adapter | sim-features. "
+            "Repeat it to embed with several encoders in one pass: each view (a depth map) is computed once."
         ),
-    ] = "effnet-lite0",
+    ] = None,
     views: Annotated[
         str, typer.Option(help="Views: original, blur12, blur8, fovea, edges, depth, blur:k=9, ...")
     ] = "original",
@@ -127,19 +128,26 @@ def embed(
     from .features.views import parse_views
 
     parts = tuple(p for p in partitions.split(",") if p)
+    specs = list(encoder or ["effnet-lite0"])
+    if len(set(specs)) != len(specs) or (weights and len(specs) > 1):
+        raise ConfigError(
+            f"--encoder {' --encoder '.join(specs)}: expected distinct encoders, and --weights with one encoder only"
+        )
     results = []
-    if encoder == "sim-features":  # the simulator's generating features (oracle target; simulated data only)
+    if "sim-features" in specs:  # the simulator's generating features (oracle target; simulated data only)
         from .features.oracle import embed_simulation_features
 
         results += embed_simulation_features(root, store)
-        views = ""
-    if views:
-        enc = build_image_encoder(encoder, weights=weights, device=device)
+        specs.remove("sim-features")
+    if views and specs:
+        encs = [build_image_encoder(spec, weights=weights, device=device) for spec in specs]
+        if len({e.name for e in encs}) != len(encs):
+            raise ConfigError(f"--encoder {' --encoder '.join(specs)}: two of them name the same encoder")
         results += embed_images(
             root,
             store,
             parse_views(views),
-            enc,
+            encs,
             partitions=parts,
             batch_size=batch_size,
             workers=workers,

@@ -206,9 +206,18 @@ def _torchvision(arch: str, weights_enum: str, weights_name: str, node: str, siz
         def extract(x: torch.Tensor) -> torch.Tensor:
             return net(_normalise(resize(x, size), IMAGENET_MEAN, IMAGENET_STD))[node].flatten(1)
 
-        return extract
+        return _from_file(extract, path)
 
     return build
+
+
+def _from_file(extract: Callable[[torch.Tensor], torch.Tensor], path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``extract``, naming the weights file it was built from (``extract.weights``: path and fingerprint), which
+    ``metrics.json`` records beside the numbers."""
+    from ..features.weights import file_fingerprint
+
+    extract.weights = {"file": str(path), "fingerprint": file_fingerprint(Path(path))}
+    return extract
 
 
 def _swav(paths: dict[str, Any]):
@@ -235,7 +244,7 @@ def _swav(paths: dict[str, Any]):
     def extract(x: torch.Tensor) -> torch.Tensor:
         return net(_normalise(resize(x, 224), IMAGENET_MEAN, IMAGENET_STD))["avgpool"].flatten(1)
 
-    return extract
+    return _from_file(extract, path)
 
 
 SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
@@ -245,8 +254,8 @@ def _clip(spec: str):
     def build(paths: dict[str, Any]):
         from ..features.encoders import create_openclip
 
-        _, _, model, _ = create_openclip(spec, paths.get(spec))
-        return clip_extractor(model)
+        _, _, model, ckpt = create_openclip(spec, paths.get(spec))
+        return _from_file(clip_extractor(model), ckpt)
 
     return build
 
@@ -274,6 +283,7 @@ def _effnet_lite0(paths: dict[str, Any]):
     def extract(x: torch.Tensor) -> torch.Tensor:
         return enc.encode_pixels((resize(x, enc.image_size) * 255.0 - mean) / std)
 
+    extract.weights = enc.identity()
     return extract
 
 
@@ -508,6 +518,7 @@ def evaluate_reconstructions(
             "resize": f"both sides to {GT_SIZE} px (bilinear, antialiased), then each metric's own size",
             "two_way": "per reconstruction j: share of i != j with r(GT_i, rec_j) < r(GT_j, rec_j); chance 0.5",
             "proxy": [n for n in available if n in FEATURE_METRICS and not FEATURE_METRICS[n].standard],
+            "networks": {n: getattr(extractors[n], "weights", None) for n in available if n in extractors},
         },
         "per_round": per_round,
         "over_rounds_and_seeds": {k: _mean_sd([v[k] for v in per_round.values()]) for k in keys},

@@ -1,7 +1,9 @@
 """``eeg2image embed``: every (view, encoder) embedding of an image set, computed once, into the store.
 
 Images are decoded once per batch (in worker processes when ``workers > 0``), every pending view is
-applied to them there, and each view's batch is encoded and written; finished batches survive a kill.
+applied to them there, and each view's batch is encoded by every encoder given and written; finished
+batches survive a kill. Several encoders in one call share the views: an expensive view (a depth map
+from Depth Anything) is computed once per image, not once per encoder.
 """
 
 from __future__ import annotations
@@ -60,64 +62,69 @@ def embed_images(
     dataset_root: str | Path,
     store_root: str | Path,
     views: Sequence[View],
-    encoder: ImageEncoder,
+    encoder: ImageEncoder | Sequence[ImageEncoder],
     *,
     partitions: Sequence[Partition] = PARTITIONS,
     batch_size: int | None = None,
     workers: int = 0,
     progress: bool = True,
 ) -> list[EmbedResult]:
+    """Embed every (view, encoder) table of the image set; ``encoder`` may be several (views computed once)."""
+    encoders = [encoder] if isinstance(encoder, ImageEncoder) else list(encoder)
     images = ImageSet.discover(dataset_root)
     images.check()
     with folder_lock(store_root, "embed"):
         return _embed_images(
-            images, EmbeddingStore(store_root), views, encoder, partitions, batch_size, workers, progress
+            images, EmbeddingStore(store_root), views, encoders, partitions, batch_size, workers, progress
         )
 
 
-def _embed_images(images, store, views, encoder, partitions, batch_size, workers, progress) -> list[EmbedResult]:
+def _embed_images(images, store, views, encoders, partitions, batch_size, workers, progress) -> list[EmbedResult]:
     import torch
 
     from ..allocator import keep_freed_memory
 
     keep_freed_memory()  # glibc: the batches' large temporaries reuse freed pages (effnet-lite0 47 -> 116 images/s)
 
-    bs = batch_size or encoder.batch_size
+    bs = batch_size or min(e.batch_size for e in encoders)
     results: list[EmbedResult] = []
     for p in partitions:
         rel, ihash = image_set_identity(images, p)
-        writers = {}
-        for v in views:
-            ident = {"encoder": encoder.identity(), "view": v.recipe(), "images": ihash, "dtype": "float32"}
-            ident.update(compute_identity(encoder))  # empty on the CPU: a GPU-made table never shares its key
-            writers[v.name] = store.writer(p, v.name, encoder.name, ident, rel, bs)
-        pending = [v for v in views if writers[v.name].state != "valid"]
-        for v in views:
-            if writers[v.name].state == "valid":
-                results.append(EmbedResult(p, v.name, encoder.name, "cached", len(rel), -1))
+        writers = {}  # (encoder name, view name) -> TableWriter
+        for enc in encoders:
+            for v in views:
+                ident = {"encoder": enc.identity(), "view": v.recipe(), "images": ihash, "dtype": "float32"}
+                ident.update(compute_identity(enc))  # empty on the CPU: a GPU-made table never shares its key
+                writers[enc.name, v.name] = store.writer(p, v.name, enc.name, ident, rel, bs)
+        pending = [key for key, w in writers.items() if w.state != "valid"]
+        for (enc_name, view_name), w in writers.items():
+            if w.state == "valid":
+                results.append(EmbedResult(p, view_name, enc_name, "cached", len(rel), -1))
         if not pending:
             continue
-        first = next(iter(writers.values()))
-        todo = [(s, idx) for s, idx in first.batches() if any(not writers[v.name].has(s) for v in pending)]
+        pending_views = [v for v in views if any(view == v.name for _, view in pending)]
+        by_name = {e.name: e for e in encoders}
+        first = writers[pending[0]]
+        todo = [(s, idx) for s, idx in first.batches() if any(not writers[key].has(s) for key in pending)]
         loader = torch.utils.data.DataLoader(
-            _ViewBatches(images.files(p), pending),
+            _ViewBatches(images.files(p), pending_views),
             batch_sampler=[idx for _, idx in todo],
             num_workers=workers,
             collate_fn=_collate,
         )
-        desc = f"embed {p} ({encoder.name})"
+        desc = f"embed {p} ({', '.join(by_name)})"
         with tqdm(total=len(rel) * len(pending), desc=desc, disable=not progress, unit="img") as bar:
             bar.update((len(rel) - sum(len(i) for _, i in todo)) * len(pending))
             for (start, idx), batch in zip(todo, loader, strict=True):
-                for v in pending:
-                    w = writers[v.name]
+                for enc_name, view_name in pending:
+                    w = writers[enc_name, view_name]
                     if not w.has(start):
-                        w.write(start, encoder.encode([item[v.name] for item in batch]))
+                        w.write(start, by_name[enc_name].encode([item[view_name] for item in batch]))
                         fault_point("embed-batch")
                     bar.update(len(idx))
-        for v in pending:
-            status = writers[v.name].finish()
-            results.append(EmbedResult(p, v.name, encoder.name, status, len(rel), encoder.dim))
+        for enc_name, view_name in pending:
+            status = writers[enc_name, view_name].finish()
+            results.append(EmbedResult(p, view_name, enc_name, status, len(rel), by_name[enc_name].dim))
     return results
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "resolve_vae_folder",
     "vae_config_sha256",
     "vae_identity",
+    "vae_weights",
 ]
 
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
@@ -60,6 +61,12 @@ def resolve_vae_folder(spec: str | Path) -> Path:
             "saved with save_pretrained, or `eeg2image train-vae`)"
         )
     return resolve_hf_folder(str(spec), tuple(f"vae/{f}" for f in VAE_FILES), "VAE")
+
+
+def vae_weights(spec: str) -> dict:
+    """The VAE weights file of ``<folder or id>[;size=S]`` with its ``file_fingerprint`` (a manifest's record)."""
+    folder = resolve_vae_folder(spec.split(";", 1)[0])
+    return {"vae": str(folder), "files": {VAE_FILES[1]: file_fingerprint(folder / VAE_FILES[1])}}
 
 
 def load_vae(spec: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):

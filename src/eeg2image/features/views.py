@@ -175,9 +175,28 @@ class DepthMap(View):
     def name(self) -> str:
         return "depth-" + self.model.rstrip("/").split("/")[-1].lower()
 
+    def recipe(self) -> dict:
+        """The fields plus a fingerprint of the depth model's weights file: another checkpoint under the same
+        name makes other maps, so its tables are another key (and the manifest names what drew them)."""
+        return {**super().recipe(), "weights": depth_weights_fingerprint(self.model)}
+
     def apply(self, img: np.ndarray) -> np.ndarray:
         depth = _depth_pipeline(self.model)(img)
         return colourise_depth(depth, img.shape[:2])
+
+
+DEPTH_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def depth_weights_fingerprint(model: str) -> str:
+    """``file_fingerprint`` of the depth model's weights (a local folder or its Hugging Face cache snapshot)."""
+    from .weights import MissingWeightsError, file_fingerprint, resolve_hf_folder
+
+    folder = resolve_hf_folder(model, required=("config.json",), what="depth model")
+    for name in DEPTH_WEIGHTS:
+        if (folder / name).is_file():
+            return file_fingerprint(folder / name)
+    raise MissingWeightsError(f"depth model {model}: {folder} lacks its weights ({' or '.join(DEPTH_WEIGHTS)})")
 
 
 def colourise_depth(depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

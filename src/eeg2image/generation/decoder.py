@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..io import DataFormatError, atomic_path, fault_point
-from ..models.decoder import LABEL, load_decoder
+from ..models.decoder import DECODER_FILE, LABEL, load_decoder
 from .sdxl import image_seed
 
 __all__ = ["DecoderGenerator"]
@@ -31,6 +31,13 @@ class DecoderGenerator:
         self.temperature = float(temperature)
         self.targets = list(self.model.targets)
         self.label = f"{LABEL}, {self.model.config.image_size} px, temperature {self.temperature:g}"
+
+    def weights(self) -> dict:
+        """The decoder's weights file with its ``file_fingerprint`` (a manifest's record)."""
+        from ..features.weights import file_fingerprint
+
+        path = self.folder / DECODER_FILE if self.folder.is_dir() else self.folder
+        return {"decoder": str(path), "files": {path.name: file_fingerprint(path)}}
 
     @property
     def needs_latents(self) -> bool:

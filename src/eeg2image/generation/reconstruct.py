@@ -74,7 +74,15 @@ from ..runs import (
     units_of,
 )
 from .gallery import NearestTrainingImage
-from .sdxl import DTYPES, IP_ADAPTER_REPO, SDXL_TURBO, GenerationConfig, Reconstructor, load_sdxl_pipeline
+from .sdxl import (
+    DTYPES,
+    IP_ADAPTER_REPO,
+    SDXL_TURBO,
+    GenerationConfig,
+    Reconstructor,
+    load_sdxl_pipeline,
+    sdxl_weights,
+)
 
 __all__ = [
     "GENERATORS",
@@ -252,6 +260,7 @@ def reconstruct_run(
                         },
                         extra={
                             "generator": label,
+                            "weights": gen.weights(row),
                             "row": row,
                             "row_text": ROWS[row],
                             "subject": subject,
@@ -429,12 +438,29 @@ class _Generators:
             pipe = self.pipeline_factory(n)
         else:
             c = self.cfg
-            device = _device(c.device)
-            dtype = c.dtype if c.dtype != "auto" else ("float16" if device.startswith("cuda") else "float32")
-            pipe = load_sdxl_pipeline(c.sdxl, c.ip_adapter, n_adapters=n, dtype=dtype, device=device)
+            pipe = load_sdxl_pipeline(c.sdxl, c.ip_adapter, n_adapters=n, dtype=self._dtype(), device=_device(c.device))
         gcfg = dataclasses.replace(self.cfg.generate, modalities=self.targets)
         pe = self.prompt_embeds or (None, None)
         return Reconstructor(pipe, gcfg, pe[0], pe[1])
+
+    def _dtype(self) -> str:
+        c = self.cfg
+        return c.dtype if c.dtype != "auto" else ("float16" if _device(c.device).startswith("cuda") else "float32")
+
+    def weights(self, row: str) -> dict | None:
+        """The weights files that draw ``row`` with their fingerprints (the manifest's record), or None when no
+        network draws it (nearest) or a test supplies the pipeline."""
+        if row == "nearest" or (self.cfg.generator == "nearest" and row != "low-level"):
+            return None
+        if row == "low-level":
+            from ..features.vae import vae_weights
+
+            return vae_weights(self.acfg.low_level.split(":", 1)[1])
+        if self.cfg.generator == "decoder":
+            return self.main().weights()
+        if self.pipeline_factory is not None:
+            return None
+        return sdxl_weights(self.cfg.sdxl, self.cfg.ip_adapter, dtype=self._dtype())
 
     def vae(self):
         if self._vae is None:

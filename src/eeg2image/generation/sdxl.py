@@ -436,6 +436,35 @@ IP_ADAPTER_REPO = "h94/IP-Adapter"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
+def _sdxl_folders(sdxl: str | Path, ip_adapter: str | Path, dtype: str) -> tuple[Path, Path, str | None]:
+    """(SDXL folder, IP-Adapter folder, the weights variant loaded: fp16 in float16 when the folder has it)."""
+    from ..features.weights import resolve_hf_folder
+
+    folder = resolve_hf_folder(str(sdxl), ("model_index.json", "unet/config.json", "vae/config.json"), "SDXL pipeline")
+    ip = resolve_hf_folder(str(ip_adapter), (f"sdxl_models/{IP_ADAPTER_FILE}",), "IP-Adapter")
+    ip = ip.parent if ip.name == "sdxl_models" else ip
+    variant = "fp16" if dtype == "float16" and any((folder / "unet").glob("*.fp16.safetensors")) else None
+    return folder, ip, variant
+
+
+SDXL_WEIGHTED = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+def sdxl_weights(sdxl: str | Path = SDXL_TURBO, ip_adapter: str | Path = IP_ADAPTER_REPO, *, dtype: str) -> dict:
+    """The weights files ``load_sdxl_pipeline`` loads with these arguments, each with its ``file_fingerprint``:
+    what a reconstruction's manifest records of the generator that drew it."""
+    from ..features.weights import file_fingerprint
+
+    folder, ip, variant = _sdxl_folders(sdxl, ip_adapter, dtype)
+    files = {}
+    for part in SDXL_WEIGHTED:
+        for f in sorted((folder / part).glob("*.safetensors")):
+            if (".fp16." in f.name) == (variant == "fp16"):
+                files[f"{part}/{f.name}"] = file_fingerprint(f)
+    files[f"sdxl_models/{IP_ADAPTER_FILE}"] = file_fingerprint(ip / "sdxl_models" / IP_ADAPTER_FILE)
+    return {"sdxl": str(folder), "ip_adapter": str(ip), "variant": variant, "files": files}
+
+
 def load_sdxl_pipeline(
     sdxl: str | Path = SDXL_TURBO,
     ip_adapter: str | Path = IP_ADAPTER_REPO,
@@ -447,13 +476,8 @@ def load_sdxl_pipeline(
     """SDXL-Turbo with ``n_adapters`` copies of the ViT-H SDXL IP-Adapter, from local folders or the Hugging Face
     cache (offline; ``MissingWeightsError`` names what is missing and how to fetch it). In float16 the VAE must
     keep ``force_upcast`` (decoding in float32): an fp16 decode overflows to NaN, i.e. black images."""
-    from ..features.weights import resolve_hf_folder
-
     check_option("dtype", dtype, DTYPES, where="generate.dtype")
-    folder = resolve_hf_folder(str(sdxl), ("model_index.json", "unet/config.json", "vae/config.json"), "SDXL pipeline")
-    ip = resolve_hf_folder(str(ip_adapter), (f"sdxl_models/{IP_ADAPTER_FILE}",), "IP-Adapter")
-    ip = ip.parent if ip.name == "sdxl_models" else ip
-    variant = "fp16" if dtype == "float16" and any((folder / "unet").glob("*.fp16.safetensors")) else None
+    folder, ip, variant = _sdxl_folders(sdxl, ip_adapter, dtype)
     pipe = IPAdapterSDXLPipeline.from_pretrained(
         str(folder), dtype=DTYPES[dtype], variant=variant, local_files_only=True, use_safetensors=True
     )
