@@ -683,21 +683,45 @@ def make_lines(target: str, variables: dict[str, str], repo: Path) -> list[str]:
     return [ln for ln in lines if ln]
 
 
+#: Run by a fresh, small interpreter (``python -S``): it starts the stage's shell and reports the tree's peak RSS.
+#: Measured from here, not from the rehearsal's own process: on Linux a child's ``ru_maxrss`` starts at the high-water
+#: mark of the memory it was forked from (``exec`` records the old one), so a stage forked from a process that
+#: made the 30 GB kit would report that process's 10 GiB, and a 5-second ``preprocess`` its 0.5 GiB of torch.
+_MEASURED_SHELL = """
+import json, os, subprocess, sys
+proc = subprocess.Popen(["bash", "-c", sys.argv[1]])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[2], "w") as f:
+    json.dump({"rc": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss}, f)
+"""
+
+
 def run_stage(stage: Stage, env: dict[str, str], repo: Path, log_file: Path) -> Stage:
-    """Run one line in a shell; its wall seconds and its process tree's peak resident memory (``wait4``)."""
+    """Run one line in a shell; its wall seconds, its process tree's peak resident memory (``wait4`` in a small
+    interpreter started for it: ``_MEASURED_SHELL``) and, when it used CUDA, its peak GPU memory (written by the
+    console script as it exits: ``PEAK_CUDA_ENV``)."""
     import subprocess
+    import sys
     import time
 
+    from eeg2image.allocator import PEAK_CUDA_ENV
+
+    peak_file, result = log_file.parent / ".peak-cuda.json", log_file.parent / ".stage.json"
+    peak_file.unlink(missing_ok=True)
+    result.unlink(missing_ok=True)
+    env = {**env, PEAK_CUDA_ENV: str(peak_file)}  # the stage writes its peak GPU memory there as it exits
     t0 = time.perf_counter()
     with open(log_file, "a") as log:
         log.write(f"\n$ {stage.line}\n")
         log.flush()
-        proc = subprocess.Popen(["bash", "-c", stage.line], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        cmd = [sys.executable, "-S", "-c", _MEASURED_SHELL, stage.line, str(result)]
+        rc = subprocess.run(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     stage.seconds = time.perf_counter() - t0
-    stage.peak_rss_gib = usage.ru_maxrss / 2**20  # KiB on Linux
-    stage.rc = proc.returncode
+    measured = json.loads(result.read_text()) if result.is_file() else {"rc": rc or 1, "maxrss_kib": 0}
+    stage.peak_rss_gib = measured["maxrss_kib"] / 2**20  # KiB on Linux
+    if peak_file.is_file():  # absent: the stage used no GPU
+        stage.peak_cuda_gib = json.loads(peak_file.read_text())["peak_cuda_gib"]
+    stage.rc = measured["rc"]
     return stage
 
 

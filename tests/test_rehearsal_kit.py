@@ -130,3 +130,43 @@ def test_the_rehearsal_runs_both_reference_commands_own_lines_with_only_the_cut_
         for a, b in zip(plain, cut, strict=True):
             assert b.startswith(a) and b[len(a) :].strip() in ("", *CPU_ARGS.values()), (a, b)
         assert any("train" in line and line.endswith(CPU_ARGS["TRAIN_ARGS"]) for line in cut)
+
+
+def test_each_stage_reports_its_peak_gpu_memory_only_when_it_used_cuda(tmp_path, monkeypatch):
+    """The console script writes the process's peak CUDA memory to the file the rehearsal names; a CPU stage writes
+    none, and its figure stays empty rather than 0."""
+    import sys
+
+    from benchmarks.rehearse import Stage, run_stage
+    from eeg2image.allocator import write_peak_cuda_memory
+
+    line = f"{sys.executable} -c 'from eeg2image.cli import main; main([\"presets\"])'"
+    st = run_stage(Stage("x", line), dict(os.environ), tmp_path, tmp_path / "log.txt")
+    assert st.rc == 0 and st.peak_cuda_gib is None and st.peak_rss_gib > 0
+
+    assert write_peak_cuda_memory(tmp_path / "none.json") is None and not (tmp_path / "none.json").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d: (3 + d) * 2**30)
+    assert write_peak_cuda_memory(tmp_path / "peak.json") == 4.0
+    assert json.loads((tmp_path / "peak.json").read_text()) == {"peak_cuda_gib": 4.0}
+
+
+def test_a_stage_peak_memory_is_its_own_not_the_rehearsals(tmp_path):
+    """A child's ru_maxrss starts at the high-water mark of the process it was forked from: a stage forked from
+    the process that made the kit reported 10.6 GiB for a 5-second preprocess. Measured from a small interpreter,
+    a tiny command reports its own few MiB while this process holds 1 GiB."""
+    import sys
+
+    from benchmarks.rehearse import Stage, run_stage
+
+    held = np.ones(2**27)  # 1 GiB, touched
+    st = run_stage(Stage("x", "true"), dict(os.environ), tmp_path, tmp_path / "log.txt")
+    assert held.sum() == 2**27 and st.rc == 0
+    assert st.peak_rss_gib < 0.1, st.peak_rss_gib
+    grow = f"{sys.executable} -S -c 'x = bytearray(300 * 2**20); x[::4096] = b\"1\" * len(x[::4096])'"
+    st = run_stage(Stage("x", grow), dict(os.environ), tmp_path, tmp_path / "log.txt")
+    assert st.rc == 0 and 0.29 < st.peak_rss_gib < 0.5, st.peak_rss_gib  # the stage's own 300 MiB is seen
+    st = run_stage(Stage("x", "exit 3"), dict(os.environ), tmp_path, tmp_path / "log.txt")
+    assert st.rc == 3

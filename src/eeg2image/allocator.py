@@ -37,3 +37,22 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))  # -1: never trim the heap
     return _done
+
+
+#: When set (to a file path), the console script writes the process's peak CUDA memory there as it exits.
+PEAK_CUDA_ENV = "EEG2IMAGE_PEAK_CUDA_FILE"
+
+
+def write_peak_cuda_memory(path: str | os.PathLike) -> float | None:
+    """Write ``{"peak_cuda_gib": G}`` (the most any device's caching allocator held, ``max_memory_reserved``) to
+    ``path`` when this process used CUDA, and return G; None, and nothing written, when it did not. What
+    ``benchmarks/rehearse.py`` reads per stage, since ``wait4`` measures host memory only."""
+    import json
+
+    torch = sys.modules.get("torch")  # never imported here: a process that did not import torch used no GPU
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    peak = max(torch.cuda.max_memory_reserved(d) for d in range(torch.cuda.device_count())) / 2**30
+    with open(path, "w") as f:
+        json.dump({"peak_cuda_gib": peak}, f)
+    return peak

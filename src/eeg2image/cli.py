@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from .allocator import PEAK_CUDA_ENV
 from .io import ConfigError, Eeg2ImageError
 
 app = typer.Typer(
@@ -463,6 +465,12 @@ def demo(
 def main(argv: list[str] | None = None) -> None:
     """The console script: a deliberate error (bad input, a usage mistake, a busy folder) is one line on stderr
     and exit status 2; only a bug in eeg2image prints a traceback."""
+    if peak_file := os.environ.get(PEAK_CUDA_ENV):  # benchmarks/rehearse.py: the stage's peak GPU memory
+        import atexit
+
+        from .allocator import write_peak_cuda_memory
+
+        atexit.register(write_peak_cuda_memory, peak_file)
     try:
         rc = app(args=argv, prog_name="eeg2image", standalone_mode=False)
     except Eeg2ImageError as exc:
