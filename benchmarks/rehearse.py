@@ -855,7 +855,7 @@ def loaded_networks(workdir: Path) -> dict[str, str]:
     vae = kit("stabilityai/sdxl-turbo", "vae/diffusion_pytorch_model.safetensors")
     latents = _tables(recon, "vae:stabilityai/sdxl-turbo")
     latents = [m for m in latents if m["identity"]["encoder"]["vae"]["weights"] == vae]
-    drawn = sorted((images / "eeg").rglob("*.png"))
+    drawn = sorted((images / "eeg").glob("sub-*/seed-*/round-*/*.png"))  # not evaluation's grids
     if same and {"unet", "vae", "text_encoder", "text_encoder_2", "sdxl_models"} <= parts and latents and drawn:
         found["sdxl-turbo"] = (
             f"{len(drawn)} images of the eeg row drawn by the kit's {len(files) - 1} files (unet, vae, both text "
