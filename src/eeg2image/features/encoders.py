@@ -16,6 +16,9 @@ so the embedding store can tell a cached table from a stale one.
 | ``openclip-config:<file.json>`` | an OpenCLIP model built from a config (random weights, seeded): tests | cfg | none |
 | ``ipadapter:<folder or h94/IP-Adapter>`` | ``CLIPVisionModelWithProjection.image_embeds`` | 1024 | cache |
 | ``vae:<folder or stabilityai/sdxl-turbo>[;size=S]`` | AutoencoderKL latents (low-level path) | C h w | folder |
+| ``openclip:ARCH/TAG:layer=K[;tokens=…]`` | block K's output of the tower (``features.layers``) | width | as openclip |
+| ``timm:NAME[:layer=K;tokens=…]`` | a timm model, final or block K (``features.layers``) | its | ``timm/NAME`` cache |
+| ``hf:ORG/NAME[:layer=K;tokens=…;size=S]`` | a transformers vision model (DINOv2), final or block K | its | cache |
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from ..io import ConfigError, MissingDataError, check_option, json_sha256
+from .layers import (
+    LayerChoice,
+    LayerEncoderMixin,
+    openclip_depth,
+    openclip_layer_tokens,
+    pool_tokens,
+    split_layer_options,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -219,14 +230,65 @@ def create_openclip(arg: str, weights: str | None):
     return arch, tag, model.eval(), ckpt
 
 
+class OpenClipLayerEncoder(LayerEncoderMixin, OpenClipImageEncoder):
+    """``openclip:ARCH/TAG:layer=K[;tokens=mean|cls|patches]``: the output of block K of the image tower, from
+    open_clip's own ``visual.forward_intermediates`` (raw: no final norm, no projection), pooled over tokens
+    (``features.layers``). Shallow Alignment's and NVOL's intermediate CLIP targets."""
+
+    def __init__(self, model, name, checkpoint_id, image_size, device, choice: LayerChoice):
+        super().__init__(model, name, checkpoint_id, image_size, device)
+        self.choice = choice
+        self.depth, self.transformer = openclip_depth(model.visual)
+        self.k = choice.index(self.depth, name)
+        with torch.no_grad():
+            self.dim = int(self.encode_pixels(torch.zeros(1, 3, image_size, image_size)).shape[1])
+
+    def identity(self) -> dict:
+        return {**super().identity(), **self.layer_identity()}
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        x = to_tensor(images, self.image_size, self.mean, self.std)
+        return self.encode_pixels(x).cpu().numpy()
+
+    def encode_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        with _autocast(self.device):
+            tokens, n_prefix = openclip_layer_tokens(self.model.visual, x.to(self.device), self.k, self.transformer)
+        return pool_tokens(tokens.float(), n_prefix, self.choice.tokens, self.name)
+
+
+def _openclip_encoder(model, name: str, checkpoint_id: str, device: torch.device, choice: LayerChoice):
+    size = model.visual.image_size
+    size = int(size[0] if isinstance(size, tuple | list) else size)
+    if choice.layer is None:
+        return OpenClipImageEncoder(model, name, checkpoint_id, size, device)
+    return OpenClipLayerEncoder(model, f"{name}:{choice.suffix()}", checkpoint_id, size, device, choice)
+
+
 @register(IMAGE_ENCODERS, "openclip")
 def _openclip(arg: str, *, weights: str | None, device: torch.device) -> OpenClipImageEncoder:
+    """``openclip:ARCH/TAG`` (the final embedding) or ``openclip:ARCH/TAG:layer=K;tokens=…`` (a block's output)."""
     from .weights import file_fingerprint
 
-    arch, tag, model, ckpt = create_openclip(arg, weights)
-    size = model.visual.image_size
-    size = size[0] if isinstance(size, tuple | list) else size
-    return OpenClipImageEncoder(model, f"openclip:{arch}/{tag}", file_fingerprint(ckpt), int(size), device)
+    base, choice = split_layer_options(arg, "openclip")
+    arch, tag, model, ckpt = create_openclip(base, weights)
+    return _openclip_encoder(model, f"openclip:{arch}/{tag}", file_fingerprint(ckpt), device, choice)
+
+
+@register(IMAGE_ENCODERS, "timm")
+def _timm(arg: str, *, weights: str | None, device: torch.device) -> ImageEncoder:
+    """``timm:NAME[:layer=K;tokens=…]``: see ``features.layers``."""
+    from .vision_models import build_timm_encoder
+
+    return build_timm_encoder(arg, weights=weights, device=device)
+
+
+@register(IMAGE_ENCODERS, "hf")
+def _hf(arg: str, *, weights: str | None, device: torch.device) -> ImageEncoder:
+    """``hf:ORG/NAME[:layer=K;tokens=…;size=S]``: a transformers vision model; see ``features.layers``."""
+    from .vision_models import build_hf_encoder
+
+    return build_hf_encoder(arg, weights=weights, device=device)
 
 
 def tiny_openclip_model(cfg: dict, seed: int = 0):
@@ -239,7 +301,8 @@ def tiny_openclip_model(cfg: dict, seed: int = 0):
 
 @register(IMAGE_ENCODERS, "openclip-config")
 def _openclip_config(arg: str, *, weights: str | None, device: torch.device) -> OpenClipImageEncoder:
-    path = Path(arg)
+    base, choice = split_layer_options(arg, "openclip-config")
+    path = Path(base)
     if not path.is_file():
         raise MissingDataError(f"openclip-config: {path} not found")
     cfg = json.loads(path.read_text())
@@ -250,10 +313,7 @@ def _openclip_config(arg: str, *, weights: str | None, device: torch.device) -> 
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(weights))
-    size = int(
-        model.visual.image_size[0] if isinstance(model.visual.image_size, tuple | list) else model.visual.image_size
-    )
-    return OpenClipImageEncoder(model, f"openclip-config:{path.name}", _state_fingerprint(model), size, device)
+    return _openclip_encoder(model, f"openclip-config:{path.name}", _state_fingerprint(model), device, choice)
 
 
 class OpenClipTextEncoder(TextEncoder):
