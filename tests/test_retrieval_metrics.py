@@ -80,3 +80,36 @@ def test_cosine_and_aggregate():
     assert (
         agg["top1"]["mean"] == pytest.approx(0.9) and agg["top1"]["sd"] == pytest.approx(0.1) and agg["top1"]["n"] == 3
     )
+
+
+def test_neuralbench_metrics_follow_its_definitions():
+    """NeuralBench's rank counts a tie half; its retrieval AUC is mean(1 - rank / (N - 1)); its in-batch top-k ranks
+    each query among its batch's targets. Checked against the definitions written out, query by query."""
+    from eeg2image.evaluation.retrieval import neuralbench_metrics, neuralbench_ranks
+
+    sim = np.ones((4, 4))  # all tied: rank (0 + 4 - 1) / 2 = 1.5 each
+    assert list(neuralbench_ranks(sim, np.arange(4))) == [1.5] * 4
+    rng = np.random.default_rng(3)
+    n = 150
+    sim = np.round(rng.normal(size=(n, n)), 1)  # rounded: many ties
+    targets = rng.permutation(n)
+
+    def rank(row, t):  # the definition, one query at a time
+        s_true = row[t]
+        return (np.sum(row > s_true) + np.sum(row >= s_true) - 1) / 2
+
+    ranks = np.array([rank(sim[i], targets[i]) for i in range(n)])
+    m = neuralbench_metrics(sim, targets)
+    assert m["neuralbench_auc"] == pytest.approx(np.mean(1 - ranks / (n - 1)))
+    in_batch = []
+    for start in (0, 64, 128):  # batches of 64 in query order; the last holds 22
+        idx = np.arange(start, min(n, start + 64))
+        sub = sim[np.ix_(idx, targets[idx])]
+        in_batch += [rank(sub[j], j) for j in range(len(idx))]
+    assert m["neuralbench_batch64_top1"] == pytest.approx(np.mean(np.array(in_batch) < 1))
+    assert m["neuralbench_batch64_top5"] == pytest.approx(np.mean(np.array(in_batch) < 5))
+    assert set(m) <= set(retrieval_metrics(sim, targets))  # reported beside ours
+    aucs = [neuralbench_metrics(rng.normal(size=(n, n)), np.arange(n))["neuralbench_auc"] for _ in range(10)]
+    assert abs(np.mean(aucs) - 0.5) < 0.02  # chance
+    perfect = neuralbench_metrics(np.eye(n), np.arange(n))
+    assert perfect == {"neuralbench_auc": 1.0, "neuralbench_batch64_top1": 1.0, "neuralbench_batch64_top5": 1.0}

@@ -115,6 +115,8 @@ def test_run_folder_outputs_resume_and_refusals(learnable, tmp_path):
     assert "TRANSDUCTIVE" in m["transductive_hungarian"]["note"] and "final" in m["transductive_hungarian"]
     report = (run / "report.md").read_text()
     assert "## final" in report and "## validation-selected" in report and "TRANSDUCTIVE" in report
+    nb = sub["aggregate"]["neuralbench_auc"]["mean"]  # NeuralBench's metrics beside ours, named so
+    assert 0.5 < nb <= 1 and "| NeuralBench retrieval AUC | NeuralBench in-batch top-1 |" in report
     assert (run / "top5.png").stat().st_size > 10_000
     sets = json.loads((run / "distractors.json").read_text())[str(N_TEST)]["sets"]
     assert len(sets["10"]) == N_TEST and len(sets["10"][0]) == 9

@@ -6,8 +6,9 @@ the same seed's target model (eval mode), and ranked by cosine similarity. Writt
 
 - ``metrics.json``: protocol; for the final-epoch weights and (when the run validated) the
   validation-selected weights: per subject, per seed ``top1``, ``top5`` (fractions, N-way over all test
-  images), ``mrr``, ``<k>way_top1`` (fixed distractor sets), and mean / sd / n over seeds; across subjects
-  (mean / sd over subjects of the per-subject seed means); the transductive Hungarian top-k apart;
+  images), ``mrr``, ``<k>way_top1`` (fixed distractor sets), NeuralBench's ``neuralbench_auc`` and in-batch
+  ``neuralbench_batch64_top1`` / ``_top5`` (``retrieval.neuralbench_metrics``), and mean / sd / n over seeds;
+  across subjects (mean / sd over subjects of the per-subject seed means); the transductive Hungarian top-k apart;
 - ``distractors.json``: the k-way distractor sets (drawn once with ``eval.distractor_seed``);
 - ``report.md``: the same as tables, the transductive table separate and labelled;
 - ``top5.png``: EEG queries with their top-5 images, the image actually seen framed in green.
@@ -26,6 +27,13 @@ from ..io import DataFormatError, atomic_path, folder_lock, read_json, rehearsal
 from ..models.retrieval import SeedStack, embed_eeg, embed_targets, load_stack
 from ..runs import SELECTIONS, RunConfig, Unit, config_summary, read_run_config, subject_folder, unit_folder, units_of
 from .retrieval import aggregate, cosine_similarity, distractor_sets, hungarian_topk, retrieval_metrics
+
+#: NeuralBench's metrics in the report (``retrieval.neuralbench_metrics``), under the names its papers use.
+NEURALBENCH_COLUMNS = {
+    "neuralbench_auc": "NeuralBench retrieval AUC",
+    "neuralbench_batch64_top1": "NeuralBench in-batch top-1",
+    "neuralbench_batch64_top5": "NeuralBench in-batch top-5",
+}
 
 
 def _distractors(run_dir: Path, cfg: RunConfig, n_images: int) -> dict[int, np.ndarray]:
@@ -225,6 +233,19 @@ def report_markdown(metrics: dict[str, Any]) -> str:
             cells += [_fmt(a[k]) if k in a else "" for k in kcols]
             lines.append(f"| {subj} | " + " | ".join(cells) + " |")
         lines.append("")
+        nb = [k for k in NEURALBENCH_COLUMNS if all(k in r["aggregate"] for r in table.values())]
+        if nb:
+            lines += [
+                "NeuralBench's metrics, for comparison across frameworks (its rank counts a tie half; retrieval AUC = "
+                "mean inverse normalised rank over all test images, chance 50 %; in-batch top-k among the targets of "
+                "64 consecutive test queries, chance 1/64):",
+                "",
+                "| subject | " + " | ".join(NEURALBENCH_COLUMNS[k] for k in nb) + " |",
+                "|---" * (1 + len(nb)) + "|",
+            ]
+            for subj, r in table.items():
+                lines.append(f"| {subj} | " + " | ".join(_fmt(r["aggregate"][k]) for k in nb) + " |")
+            lines.append("")
         per_key = [(subj, r) for subj, r in table.items() if "per_key" in r]
         if per_key:
             lines += [

@@ -74,12 +74,45 @@ def hungarian_topk(sim: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, flo
 def retrieval_metrics(
     sim: np.ndarray, targets: np.ndarray | None = None, *, kway: dict[int, np.ndarray] | None = None
 ) -> dict[str, float]:
-    """All standard metrics for one similarity matrix (queries x gallery)."""
+    """All standard metrics for one similarity matrix (queries x gallery), and NeuralBench's, named so."""
     targets = np.arange(sim.shape[0]) if targets is None else np.asarray(targets)
     out = {**topk_accuracy(sim, targets, (1, 5)), "mrr": mean_reciprocal_rank(sim, targets)}
     for k, sets in sorted((kway or {}).items()):
         out[f"{k}way_top1"] = kway_accuracy(sim, targets, sets)
+    out.update(neuralbench_metrics(sim, targets))
     return out
+
+
+#: NeuralBench's in-batch size (its image tasks' batch of 64).
+NEURALBENCH_BATCH = 64
+
+
+def neuralbench_ranks(sim: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """NeuralBench's rank (``neuraltrain/metrics/metrics.py``): the mean of ``#(s > s_true)`` and
+    ``#(s >= s_true) - 1``, so a tie counts half (ours counts it whole, against the model). Its similarity is
+    ``x . y / |y|``; per query that orders the gallery as our cosine does, so the ranks are the same."""
+    t = np.take_along_axis(sim, np.asarray(targets)[:, None], axis=-1)
+    return ((sim > t).sum(axis=-1) + (sim >= t).sum(axis=-1) - 1) / 2.0
+
+
+def neuralbench_metrics(sim: np.ndarray, targets: np.ndarray, batch: int = NEURALBENCH_BATCH) -> dict[str, float]:
+    """For comparison across frameworks, named so: ``neuralbench_auc``, NeuralBench's headline "retrieval AUC"
+    (``InverseNormalizedRank``: the mean of ``1 - rank / (N - 1)`` over the whole gallery, chance 0.5), and its
+    in-batch top-k, ``neuralbench_batch64_top1`` / ``_top5``: each query ranked among the targets of the queries in
+    its batch of 64 (consecutive queries in test order; the last batch may be smaller), chance 1/64."""
+    targets = np.asarray(targets)
+    n_gallery = sim.shape[-1]
+    ranks = neuralbench_ranks(sim, targets)
+    in_batch = []
+    for start in range(0, len(targets), batch):
+        idx = np.arange(start, min(len(targets), start + batch))
+        in_batch.append(neuralbench_ranks(sim[idx][:, targets[idx]], np.arange(len(idx))))
+    batch_ranks = np.concatenate(in_batch)
+    return {
+        "neuralbench_auc": float((1.0 - ranks / max(n_gallery - 1, 1)).mean()),
+        f"neuralbench_batch{batch}_top1": float((batch_ranks < 1).mean()),
+        f"neuralbench_batch{batch}_top5": float((batch_ranks < 5).mean()),
+    }
 
 
 def aggregate(per_seed: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
