@@ -177,7 +177,11 @@ def train(
     mode: Annotated[str | None, typer.Option(help="per_subject | joint | loso.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds trained together: 0,1,2 or 0-9.")] = None,
     encoder: Annotated[
-        str | None, typer.Option(help="EEG encoder: ved | nice | atms | eegproject | eegnet | shallow | linear.")
+        str | None,
+        typer.Option(
+            help="EEG encoder: ved | nice | atms | eegproject | eegnet | shallow | linear | cogcap | "
+            "braindecode:<Model> (any braindecode model by name, e.g. braindecode:EEGConformer)."
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,

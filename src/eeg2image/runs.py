@@ -33,7 +33,7 @@ from typing import Any, Literal
 from .config import ConfigError, from_dict, read_yaml, stage_config, to_dict
 from .io import check_option, check_range
 from .models.align import TARGET_VIEWS, AlignConfig
-from .models.eeg_encoders import EEG_ENCODERS, check_eeg_options
+from .models.eeg_encoders import check_eeg_encoder_name, check_eeg_options
 from .models.experts import ExpertsConfig
 from .models.fusion import TargetConfig
 from .models.prior import PriorConfig
@@ -119,7 +119,7 @@ class TrainConfig:
     experts: ExpertsConfig | None = None
 
     def __post_init__(self) -> None:  # a typo in the encoder or its options fails here, before any data is read
-        check_option("EEG encoder", self.eeg_encoder, sorted(EEG_ENCODERS), where="train.eeg_encoder")
+        check_eeg_encoder_name(self.eeg_encoder, where="train.eeg_encoder")
         check_eeg_options(self.eeg_encoder, self.eeg_options, where="train.eeg_options")
         check_range("train.epochs", self.epochs, 1)
         check_range("train.batch_size", self.batch_size, 2)  # InfoNCE needs a negative

@@ -26,6 +26,7 @@ __all__ = [
     "EEGEncoder",
     "build_eeg_encoder",
     "build_eeg_encoder_from_config",
+    "check_eeg_encoder_name",
     "register_eeg_encoder",
 ]
 
@@ -167,12 +168,21 @@ def build_eeg_encoder(
 def check_eeg_options(name: str, options: Mapping[str, Any], where: str = "eeg_options") -> None:
     """Refuse an unknown encoder ``name`` or option key (a ``ConfigError`` naming ``{where}.{key}`` and the
     encoder's known options), before anything is built."""
-    check_option("EEG encoder", name, sorted(EEG_ENCODERS))
+    check_eeg_encoder_name(name)
     known = list(EEG_ENCODERS[name].known_options())
     for key, value in options.items():
         check_option("option", key, known, where=f"{where}.{key} (EEG encoder {name!r})")
         if "drop" in key and isinstance(value, int | float) and not isinstance(value, bool):
             check_range(f"{where}.{key}", value, 0, 1, high_open=True)  # a dropout probability
+
+
+def check_eeg_encoder_name(name: str, where: str | None = None) -> None:
+    """Refuse an unknown encoder name by name (a ``braindecode:<Model>`` is registered here on first use)."""
+    if name.startswith(BRAINDECODE_PREFIX):
+        braindecode_encoder(name)
+    known = [*sorted(n for n in EEG_ENCODERS if not n.startswith(BRAINDECODE_PREFIX)), "braindecode:<Model>"]
+    if name not in EEG_ENCODERS:
+        check_option("EEG encoder", name, known, where=where)
 
 
 def build_eeg_encoder_from_config(config: Mapping[str, Any], *, where: str = "config") -> EEGEncoder:
@@ -562,10 +572,61 @@ class _BraindecodeEncoder(EEGEncoder):
         self.net = cls(n_chans=self.n_chans, n_outputs=self.out_dim, n_times=self.n_times, sfreq=self.sfreq, **kwargs)
 
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x)
+        out = self.net(x)
+        return out[0] if isinstance(out, tuple | list) else out  # a few models return (output, extras)
 
 
 _D = BRAINDECODE_DEFAULT
+
+#: ``braindecode:<Name>``: any braindecode model by its class name, through the same wrapper.
+BRAINDECODE_PREFIX = "braindecode:"
+
+
+def braindecode_models() -> list[str]:
+    """The class names of every braindecode model (``EEGModuleMixin`` subclasses in ``braindecode.models``)."""
+    import braindecode.models as bm
+    from braindecode.models.base import EEGModuleMixin
+
+    return sorted(
+        n
+        for n in bm.__all__
+        if isinstance(getattr(bm, n, None), type)
+        and issubclass(getattr(bm, n), EEGModuleMixin)
+        and getattr(bm, n) is not EEGModuleMixin
+    )
+
+
+def braindecode_encoder(name: str) -> type[EEGEncoder]:
+    """The registered encoder ``braindecode:<Model>`` (made and registered on first use): the braindecode class
+    ``<Model>`` with ``n_outputs=out_dim``; its options are that class's own constructor parameters (less the
+    shared signature's), declared keyword-only so that a misspelt one is refused by name."""
+    if name in EEG_ENCODERS:
+        return EEG_ENCODERS[name]
+    model = name.removeprefix(BRAINDECODE_PREFIX)
+    check_option("braindecode model", model, braindecode_models(), where=name)
+    base = type(f"Braindecode{model}Encoder", (_BraindecodeEncoder,), {"model_name": model})
+    options = {k: v for k, v in base.braindecode_options().items() if k not in _SIGNATURE}  # BrainModule's n_subjects
+
+    def __init__(self, n_chans, n_times, out_dim, sfreq=250.0, n_subjects=10, **given):
+        for key in given:
+            check_option("option", key, list(options), where=f"{name} options")
+        EEGEncoder.__init__(self, n_chans, n_times, out_dim, sfreq, n_subjects)
+        self._build({k: given.get(k, _D) for k in options})
+
+    shared = [
+        inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, **({"default": d} if d is not None else {}))
+        for k, d in (("n_chans", None), ("n_times", None), ("out_dim", None), ("sfreq", 250.0), ("n_subjects", 10))
+    ]
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *shared]
+        + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_D) for k in options]
+    )
+    doc = (
+        f"braindecode's ``{model}`` (``braindecode.models.{model}``; its docstring cites its paper) with an "
+        f"``out_dim`` output layer. Options: its own constructor parameters ({', '.join(options) or 'none'})."
+    )
+    cls = type(f"Braindecode{model}Encoder", (base,), {"__init__": __init__, "__doc__": doc})
+    return register_eeg_encoder(name)(cls)
 
 
 @register_eeg_encoder("eegnet")
