@@ -56,6 +56,7 @@ def quiet(*_a, **_k):
         ("eegnet", {"train.lr": 3e-3}, 8, 0.5),
         ("shallow", {}, 5, 0.35),
         ("cogcap", {"train.eeg_options": {"d_ff": 128}}, 8, 0.5),  # FF 2048 as released: 10x slower here
+        ("ridge", {"data.val_fraction": 0.2}, 8, 0.5),  # the classical baselines, closed form (training.closed_form)
         # any braindecode model by name (tests/test_braindecode_zoo.py); its default pooling (75 samples, stride 15,
         # made for motor imagery at 250 Hz) erases the simulated 100-Hz ERPs: top-1 3/40 with it, this one passes
         ("braindecode:EEGConformer", {"train.lr": 3e-3, "train.eeg_options": EEGCONFORMER_ERP}, 5, 0.35),
@@ -442,3 +443,17 @@ def test_loso_trains_the_shared_subject_token_it_tests_with(two_subjects, tmp_pa
     init = SeedStack(build_models(stack.config, list(cfg.seeds)), "loop").state_tensors()[key][0]  # seeded init
     assert not torch.equal(trained[0], init[0])  # the shared token learned
     assert torch.equal(trained[1:], init[1:])  # no subject's own token was used
+
+
+def test_the_riemannian_baseline_runs_and_evaluates_like_any_encoder(learnable, tmp_path):
+    """Tangent space + ridge through train and evaluate (its float64 reference saved and read back). On this
+    simulated EEG it sits near chance: the image is coded in the evoked waveform, whose sign the covariance loses
+    (``tests/test_closed_form.py`` shows it recovering power-coded images)."""
+    cfg = config_for(learnable, **{"train.eeg_encoder": "riemann", "data.val_fraction": 0.2, "seeds": [0, 1]})
+    train_run(cfg, tmp_path / "run", progress=False, log=quiet)
+    tensors, _ = load_weights(tmp_path / "run/units/sub-01/final.safetensors")
+    assert tensors["eeg.ref_isqrt"].dtype == torch.float64 and torch.equal(
+        tensors["eeg.weight"][0], tensors["eeg.weight"][1]
+    )
+    a = evaluate_run(tmp_path / "run", log=quiet)["final"]["sub-01"]["aggregate"]
+    assert a["top1"]["sd"] == 0.0 and 0.0 <= a["top1"]["mean"] <= 1.0  # every seed the same closed-form map

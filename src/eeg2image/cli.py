@@ -180,7 +180,8 @@ def train(
         str | None,
         typer.Option(
             help="EEG encoder: ved | nice | atms | eegproject | eegnet | shallow | linear | cogcap | "
-            "braindecode:<Model> (any braindecode model by name, e.g. braindecode:EEGConformer)."
+            "braindecode:<Model> (any braindecode model by name, e.g. braindecode:EEGConformer) | "
+            "ridge | riemann (the classical baselines, fitted in closed form)."
         ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,

@@ -493,6 +493,87 @@ class LinearEncoder(EEGEncoder):
         return self.linear(x.flatten(1))
 
 
+class ClosedFormEncoder(EEGEncoder):
+    """Base of the classical baselines, fitted in closed form (``training.closed_form``), never by gradient steps:
+    ``forward(x) = ((features(x) - x_mean) / x_scale) @ weight + y_mean``, every part a buffer (saved in the weights
+    file like any encoder's, so ``evaluate`` scores them as it scores the others)."""
+
+    closed_form: ClassVar[bool] = True
+
+    def _ridge_buffers(self, n_features: int) -> None:
+        self.register_buffer("x_mean", torch.zeros(n_features))
+        self.register_buffer("x_scale", torch.ones(n_features))
+        self.register_buffer("weight", torch.zeros(n_features, self.out_dim))
+        self.register_buffer("y_mean", torch.zeros(self.out_dim))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) EEG -> (B, P) the features the ridge map reads."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        return ((self.features(x) - self.x_mean) / self.x_scale) @ self.weight + self.y_mean
+
+
+@register_eeg_encoder("ridge")
+class RidgeEEGEncoder(ClosedFormEncoder):
+    """Ridge regression from the EEG to the target embedding: every ``time_stride``-th sample of every channel,
+    flattened and standardised, one closed-form map (``models.ridge``), the penalty chosen on the validation
+    concepts' retrieval (the rule that selects every model here). The field's linear baseline (Perceptogram,
+    desa-lab; the brain-decoding literature's ``RidgeCV``). Options: ``time_stride`` (2: 63 x 125 features)."""
+
+    def __init__(
+        self, n_chans: int, n_times: int, out_dim: int, sfreq: float = 250.0, n_subjects: int = 10, *, time_stride=2
+    ):
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
+        check_range("time_stride", time_stride, 1)
+        self._record_options(time_stride=time_stride)
+        self.time_stride = int(time_stride)
+        self._ridge_buffers(n_chans * math.ceil(n_times / self.time_stride))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., :: self.time_stride].flatten(1)
+
+
+@register_eeg_encoder("riemann")
+class TangentSpaceRidgeEncoder(ClosedFormEncoder):
+    """Riemannian tangent space + ridge (Barachant et al. 2012, IEEE TBME; 2013, Neurocomputing; pyRiemann's
+    ``Covariances`` -> ``Shrinkage`` -> ``TangentSpace``; NeuralBench's classical baseline): each trial's spatial
+    covariance (``np.cov``, shrunk towards ``trace / C`` by ``shrinkage`` as scikit-learn's ``shrunk_covariance``),
+    whitened by the training trials' Riemannian mean, its matrix logarithm's upper triangle (off-diagonal x sqrt 2),
+    then the ridge map. The reference mean is fitted with pyRiemann; the forward pass is written in torch and equals
+    pyRiemann's ``transform`` (tested). Options: ``shrinkage`` (0.1)."""
+
+    def __init__(
+        self, n_chans: int, n_times: int, out_dim: int, sfreq: float = 250.0, n_subjects: int = 10, *, shrinkage=0.1
+    ):
+        super().__init__(n_chans, n_times, out_dim, sfreq, n_subjects)
+        check_range("shrinkage", shrinkage, 0, 1)
+        self._record_options(shrinkage=shrinkage)
+        self.shrinkage = float(shrinkage)
+        self.register_buffer("ref_isqrt", torch.eye(n_chans, dtype=torch.float64))  # C_ref^(-1/2)
+        rows, cols = torch.triu_indices(n_chans, n_chans)
+        self.register_buffer("tri_rows", rows, persistent=False)
+        self.register_buffer("tri_cols", cols, persistent=False)
+        coeffs = torch.where(rows == cols, 1.0, math.sqrt(2.0)).to(torch.float64)
+        self.register_buffer("tri_coeffs", coeffs, persistent=False)
+        self._ridge_buffers(len(rows))
+
+    def covariances(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, C, C) shrunk covariances in float64."""
+        x = x.double()
+        x = x - x.mean(dim=-1, keepdim=True)
+        cov = x @ x.transpose(-1, -2) / (x.shape[-1] - 1)
+        mu = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1) / cov.shape[-1]
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        return (1 - self.shrinkage) * cov + self.shrinkage * mu[..., None, None] * eye
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.ref_isqrt.double()
+        w, v = torch.linalg.eigh(r @ self.covariances(x) @ r)
+        logm = (v * torch.log(w.clamp_min(1e-300))[..., None, :]) @ v.transpose(-1, -2)
+        return (logm[..., self.tri_rows, self.tri_cols] * self.tri_coeffs).to(x.dtype)
+
+
 class _BraindecodeDefault:
     """Marks an option left to the braindecode model's own default."""
 

@@ -218,6 +218,11 @@ class SeedStack(nn.Module):
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {**self.params(), **self.buffers_dict()}
 
+    @property
+    def device(self) -> torch.device:
+        """Where the seeds' tensors live (a closed-form encoder has buffers and no parameters)."""
+        return next(iter(self.state_tensors().values())).device
+
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         own = self.state_tensors()
         missing = sorted(n for n in set(own) - set(tensors) if own[n].numel())  # empty ones: a switch that is off
@@ -326,7 +331,7 @@ def embed_eeg(stack: SeedStack, eeg_mean: torch.Tensor, subject: torch.Tensor, b
     """(N, C, T) averaged EEG -> (S, N, D) embeddings of every seed (eval mode, shared input); a dict of them by
     key for ``ModalityExperts``."""
     stack.eval()
-    dev = next(stack.parameters()).device
+    dev = stack.device
     outs = [
         stack.run("eeg", eeg_mean[i : i + batch].to(dev), subject=subject[i : i + batch].to(dev), shared=True)
         for i in range(0, eeg_mean.shape[0], batch)
@@ -338,7 +343,7 @@ def embed_eeg(stack: SeedStack, eeg_mean: torch.Tensor, subject: torch.Tensor, b
 def embed_targets(stack: SeedStack, views: dict[str, torch.Tensor]) -> Any:
     """{view: (N, D)} -> (S, N, D) target embeddings of every seed (eval mode); a dict by key for experts."""
     stack.eval()
-    dev = next(stack.parameters()).device
+    dev = stack.device
     out = stack.run("target", b={k: v.to(dev) for k, v in views.items()}, shared=True)
     return tree_map(lambda v: v.float(), out)
 

@@ -41,6 +41,7 @@ from ..models.ranking import cosine_similarity, ranking_metrics
 from ..models.retrieval import SeedStack, build_models, embed_eeg, embed_targets, resolve_engine
 from ..runs import TrainConfig
 from .checkpoint import has_checkpoint, load_state, read_meta, save_state
+from .closed_form import fit_closed_form, is_closed_form
 from .distributed import DistInfo, gather_rows, wrap
 from .uncertainty import UncertainBlurState
 
@@ -88,6 +89,9 @@ def train_seeds(
     ``compile``: ``torch.compile`` the seeds' calls (``SeedStack.compile``; the same numbers to float rounding)."""
     check_inputs(seeds, train)
     state = TrainState.build(cfg, seeds, train, val, DistInfo.current(distributed), device, engine)
+    if is_closed_form(cfg.eeg_encoder):  # the classical baselines: one closed-form fit, no epochs
+        history, best, best_epoch = fit_closed_form(state, train, val, select_on)
+        return TrainResult(state.stack, history, best, best_epoch, 0)
     if state.dev.type == "cpu":
         keep_freed_memory()  # glibc: large temporaries reuse freed pages instead of fresh ones every step
     state.stack.compile = compile
@@ -158,8 +162,11 @@ class TrainState:
         stack = SeedStack(build_models(mcfg, seeds, train.views), resolve_engine(engine, dev)).to(dev)
         model, group = wrap(stack, dev, dist)
         # fused: one kernel per step for all tensors (CPU and CUDA), ~16% of a training step on CPU at 1280-d
-        opt = torch.optim.AdamW(
-            stack.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True
+        params = list(stack.parameters())  # none: a closed-form encoder (training.closed_form) with a fixed target
+        opt = (
+            torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
+            if params
+            else None
         )
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         eeg = train.eeg.to(dev)
