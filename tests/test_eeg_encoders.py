@@ -98,11 +98,13 @@ SOME_OPTIONS = {
     "eegnet": {"F1": 4, "drop_prob": 0.3, "activation": torch.nn.ReLU},
     "shallow": {"n_filters_time": 20, "pool_time_length": 20},
     "cogcap": {"d_ff": 64, "dropout": 0.2},
+    "ridge": {"time_stride": 3},
+    "riemann": {"shrinkage": 0.2},
 }
 
 
-def test_some_options_cover_every_encoder():
-    assert set(SOME_OPTIONS) == set(EEG_ENCODERS)
+def test_some_options_cover_every_encoder():  # the braindecode zoo registers itself by name when used
+    assert set(SOME_OPTIONS) == {n for n in EEG_ENCODERS if not n.startswith("braindecode:")}
 
 
 @pytest.mark.parametrize("name", sorted(EEG_ENCODERS))
