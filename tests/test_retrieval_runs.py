@@ -201,6 +201,29 @@ def test_sweep_runs_jobs_and_merges_seeds(learnable, tmp_path):
     assert "| ved | sub-01 | final | 3 |" in (out / "results.md").read_text()
 
 
+def test_sweep_submits_an_array_through_submitit_and_merges(learnable, tmp_path):
+    """``--submit local`` goes through submitit's own executor (what ``--submit slurm`` uses, on this machine): one
+    process per job, ids recorded, each task's log kept, and ``table`` merges the seeds as for ``--execute``."""
+    cfg = tmp_path / "ved.yaml"
+    cfg.write_text(
+        f"data: {{preprocessed: {learnable / 'pre'}, store: {learnable / 'store'}, image_encoder: sim-features,"
+        " val_fraction: 0.0}\ntrain: {eeg_encoder: ved, epochs: 2, batch_size: 64, target: {adapter: false}}\n"
+    )
+    out = tmp_path / "sweep"
+    args = ["sweep", str(out), "--config", str(cfg), "--seeds", "0-2", "--seeds-per-job", "2"]
+    res = CliRunner().invoke(app, [*args, "--submit", "local", "--wait", "--timeout-min", "10"])
+    assert res.exit_code == 0, res.output
+    submitted = json.loads((out / "submitted.json").read_text())
+    assert submitted["submitted_to"] == "local" and len(submitted["jobs"]) == 2
+    for j in submitted["jobs"]:  # each task's logs, where submitit keeps them
+        assert any((out / "submitit" / j["job_id"]).glob("*_log.out")), list((out / "submitit").rglob("*"))
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    final = [r for r in rows if r["selection"] == "final"]
+    assert len(final) == 1 and final[0]["seeds"] == ["0", "1", "2"]
+    res = CliRunner().invoke(app, [*args, "--submit", "pbs"])
+    assert res.exit_code != 0 and "unknown --submit 'pbs'; known: slurm, local" in str(res.exception)
+
+
 def test_subject_modes_make_the_right_units():
     from eeg2image.runs import units_of
 

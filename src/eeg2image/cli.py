@@ -394,9 +394,20 @@ def sweep(
     seeds_per_job: Annotated[int, typer.Option(help="Seeds trained together in one job.")] = 10,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config key for every job: train.epochs=50.")] = None,
     execute: Annotated[bool, typer.Option(help="Run the jobs here, one after another, then merge.")] = False,
+    submit: Annotated[
+        str | None,
+        typer.Option(help="slurm: submit the jobs as one SLURM array through submitit | local: the same, here."),
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="--submit slurm: the SLURM partition.")] = None,
+    timeout_min: Annotated[int, typer.Option(help="--submit: each job's time limit in minutes.")] = 240,
+    gpus_per_node: Annotated[int, typer.Option(help="--submit slurm: GPUs per job.")] = 1,
+    cpus_per_task: Annotated[int, typer.Option(help="--submit slurm: CPUs per job.")] = 8,
+    mem_gb: Annotated[int, typer.Option(help="--submit slurm: memory per job (GB).")] = 32,
+    wait: Annotated[bool, typer.Option(help="--submit: wait for every job, then merge the table.")] = False,
 ) -> None:
-    """Plan subjects x seeds x configs as independent jobs (jobs.txt); --execute runs them and merges."""
-    from .pipeline import plan_sweep, run_all, write_jobs
+    """Plan subjects x seeds x configs as independent jobs (jobs.txt); --execute runs them and merges; --submit
+    sends them to SLURM as one array (submitit)."""
+    from .pipeline import ClusterResources, plan_sweep, run_all, submit_sweep, write_jobs
 
     jobs = plan_sweep(
         out,
@@ -409,9 +420,21 @@ def sweep(
     )
     path = write_jobs(out, jobs)
     typer.echo(f"{len(jobs)} jobs -> {path} (one shell line each; `eeg2image table {out}` merges their results)")
+    if execute and submit:
+        raise ConfigError("--execute and --submit: choose one (here, one after another; or submitted)")
     if execute:
         md = run_all({job.run_dir: job.run_config() for job in jobs}, out, progress=False, log=typer.echo)
         typer.echo(md.read_text())
+    if submit:
+        resources = ClusterResources(partition, timeout_min, gpus_per_node, cpus_per_task, mem_gb)
+        handles = submit_sweep(out, jobs, submit, resources)
+        typer.echo(f"submitted {len(handles)} jobs ({submit}): ids in {out / 'submitted.json'}, logs in {out}/submitit")
+        if wait:
+            from .evaluation.table import write_table
+
+            for h in handles:
+                h.result()  # raises, with the job's own traceback, when a job failed
+            typer.echo(write_table(out)[1].read_text())
 
 
 @app.command()

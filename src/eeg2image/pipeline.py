@@ -3,7 +3,8 @@
 ``train_and_evaluate`` runs one run folder through training and evaluation; ``run_all`` runs several and merges
 their results into one table. A sweep (``plan_sweep``) is a list of such jobs, one per (config, subject, seed
 group), written as shell lines (``jobs.txt``: for a cluster array job, ``sed -n "${SLURM_ARRAY_TASK_ID}p"
-jobs.txt | bash``, or GNU parallel) or executed here one after another (``eeg2image sweep --execute``);
+jobs.txt | bash``, or GNU parallel), submitted as a SLURM array through submitit (``--submit slurm``:
+``submit_sweep``), or executed here one after another (``eeg2image sweep --execute``);
 ``eeg2image table`` merges the runs' metrics (seeds split over jobs are pooled per config and subject).
 """
 
@@ -22,7 +23,16 @@ from .evaluation.table import write_table
 from .runs import RunConfig, config_changes, run_config
 from .training.run import train_run
 
-__all__ = ["Job", "plan_sweep", "run_all", "train_and_evaluate", "write_jobs"]
+__all__ = [
+    "ClusterResources",
+    "Job",
+    "plan_sweep",
+    "run_all",
+    "run_job",
+    "submit_sweep",
+    "train_and_evaluate",
+    "write_jobs",
+]
 
 
 def train_and_evaluate(
@@ -124,3 +134,63 @@ def write_jobs(out: Path, jobs: list[Job]) -> Path:
     path = out / "jobs.txt"
     path.write_text("".join(j.command() + "\n" for j in jobs))
     return path
+
+
+def run_job(job: Job) -> str:
+    """One sweep job: train and evaluate its run folder (what each task of a submitted array runs)."""
+    train_and_evaluate(job.run_config(), job.run_dir, progress=False)
+    return str(job.run_dir)
+
+
+#: Where ``sweep --submit`` sends the jobs: ``slurm`` (a SLURM array through submitit) or ``local`` (submitit's
+#: local executor: the same code path on this machine, one process per job; what the tests use).
+SUBMIT_TO = ("slurm", "local")
+
+
+@dataclass
+class ClusterResources:
+    """What each array task asks SLURM for (submitit's own parameter names; ignored by the local executor but
+    the time limit)."""
+
+    partition: str | None = None
+    timeout_min: int = 240
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 32
+    array_parallelism: int = 64
+
+
+def submit_sweep(out: Path, jobs: list[Job], to: str, resources: ClusterResources | None = None) -> list[Any]:
+    """Submit every job of a sweep as one array through submitit (Meta's maintained job engine; no scheduler of our
+    own); ``OUT/submitit/`` keeps each task's logs and results, ``OUT/submitted.json`` the job ids. Returns
+    submitit's job handles (``.result()`` waits for one). ``eeg2image table OUT`` merges once they are done."""
+    import json
+
+    import submitit
+
+    from .io import check_option, write_json
+
+    check_option("--submit", to, SUBMIT_TO)
+    r = resources or ClusterResources()
+    folder = Path(out) / "submitit" / "%j"
+    if to == "local":
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=r.timeout_min)
+    else:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        params = {
+            "timeout_min": r.timeout_min,
+            "gpus_per_node": r.gpus_per_node,
+            "cpus_per_task": r.cpus_per_task,
+            "mem_gb": r.mem_gb,
+            "slurm_array_parallelism": r.array_parallelism,
+        }
+        executor.update_parameters(**params, **({"slurm_partition": r.partition} if r.partition else {}))
+    submitted = executor.map_array(run_job, jobs)
+    record = {
+        "submitted_to": to,
+        "resources": json.loads(json.dumps(r.__dict__)),
+        "jobs": [{"job_id": s.job_id, "run_dir": str(j.run_dir)} for s, j in zip(submitted, jobs, strict=True)],
+    }
+    write_json(Path(out) / "submitted.json", record)
+    return submitted
