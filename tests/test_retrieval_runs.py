@@ -224,6 +224,39 @@ def test_sweep_submits_an_array_through_submitit_and_merges(learnable, tmp_path)
     assert res.exit_code != 0 and "unknown --submit 'pbs'; known: slurm, local" in str(res.exception)
 
 
+def test_a_sweep_reports_the_configuration_chosen_on_validation_never_on_test(learnable, tmp_path):
+    """A sweep over two targets (a layer sweep's shape): ``table --choose`` names the one whose training history
+    scores best on the validation concepts and shows its test numbers; rewriting every test number leaves the
+    choice as it was (the chooser never reads them)."""
+    out = tmp_path / "sweep"
+    for name, epochs in (("short", 1), ("long", 8)):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"data: {{preprocessed: {learnable / 'pre'}, store: {learnable / 'store'}, image_encoder: sim-features,"
+            f" val_fraction: 0.2}}\ntrain: {{eeg_encoder: ved, epochs: {epochs}, batch_size: 64, "
+            "target: {adapter: false}}\n"
+        )
+    args = ["sweep", str(out), "--config", str(tmp_path / "short.yaml"), "--config", str(tmp_path / "long.yaml")]
+    res = CliRunner().invoke(app, [*args, "--seeds", "0-1", "--execute"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["table", str(out), "--choose"])
+    assert res.exit_code == 0, res.output
+    choice = json.loads((out / "results.json").read_text())["validation_choice"]
+    assert set(choice["validation"]) == {"short", "long"}
+    assert choice["chosen"] == max(choice["validation"], key=choice["validation"].get)
+    assert f"Chosen on the validation concepts: `{choice['chosen']}`" in res.output and "Its test numbers" in res.output
+    for m in out.rglob("metrics.json"):  # every test number rewritten: the other config now looks best on test
+        data = json.loads(m.read_text())
+        better = 1.0 if choice["chosen"] not in str(m) else 0.0
+        for sel in ("final", "validation_selected"):
+            for r in data[sel].values():
+                for vals in r.get("per_seed", {}).values():
+                    vals["top1"] = better
+        m.write_text(json.dumps(data))
+    res = CliRunner().invoke(app, ["table", str(out), "--choose"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "results.json").read_text())["validation_choice"] == choice
+
+
 def test_subject_modes_make_the_right_units():
     from eeg2image.runs import units_of
 

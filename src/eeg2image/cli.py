@@ -440,11 +440,17 @@ def sweep(
 @app.command()
 def table(
     root: Annotated[Path, typer.Argument(help="Folder with evaluated runs below it (e.g. a sweep).")],
+    choose: Annotated[
+        bool,
+        typer.Option(
+            help="Also the configuration best on the validation concepts (a layer sweep's layer) and its test."
+        ),
+    ] = False,
 ) -> None:
     """Merge every run's metrics.json below ROOT into results.json and results.md."""
     from .evaluation.table import write_table
 
-    _, md = write_table(root)
+    _, md = write_table(root, choose=choose)
     typer.echo(md.read_text())
 
 

@@ -73,6 +73,37 @@ def merge_results(root: str | Path) -> dict[str, Any]:
     return {"rows": rows, "reconstruction": recon_rows, "protocols": protocols}
 
 
+def validation_choice(root: str | Path) -> dict[str, Any] | None:
+    """Among the configurations below ``root`` (a sweep over layers, views or encoders), the one best on the
+    validation concepts. Each run's score is read from its training history only (``units/*/history.json``: each
+    seed's best validation score on the rule the run selected on, averaged over its seeds and units), never from a
+    ``metrics.json``: no test number takes part in the choice. Configurations without validation are not
+    candidates; a tie goes to the first name in sorted order. None when nothing below ``root`` validated."""
+    root = Path(root)
+    scores: dict[str, list[float]] = defaultdict(list)
+    rules = set()
+    for hist in sorted(root.rglob("units/*/history.json")):
+        run = hist.parents[2]
+        rel = run.relative_to(root)
+        name = rel.parts[0] if rel.parts else root.name
+        h = read_json(hist)
+        key = f"val_{h.get('select_on', 'top1')}"
+        epochs = [e for e in h.get("epochs", []) if key in e]
+        if epochs:
+            rules.add(key)
+            scores[name] += [max(e[key][i] for e in epochs) for i in range(len(epochs[0][key]))]
+    scored = {n: float(np.mean(v)) for n, v in sorted(scores.items()) if v}
+    if not scored:
+        return None
+    best = max(scored, key=lambda n: scored[n])
+    return {
+        "chosen": best,
+        "validation": scored,
+        "rule": f"each seed's best {'/'.join(sorted(rules))} on the validation concepts (training histories only), "
+        "mean over seeds and units; the test partition takes no part",
+    }
+
+
 def table_markdown(merged: dict[str, Any], descriptions: dict[str, str] | None = None) -> str:
     """The merged rows as a markdown table; ``descriptions`` (config name -> what it is) become a legend."""
     lines = [f"**{merged['rehearsal']}**", ""] if merged.get("rehearsal") else []
@@ -100,17 +131,41 @@ def table_markdown(merged: dict[str, Any], descriptions: dict[str, str] | None =
             ]
             n = len(r["rounds"])
             lines.append(f"| {r['config']} | {n} | " + " | ".join(cells) + " |")
+    choice = merged.get("validation_choice")
+    if choice:
+        chosen = [
+            r for r in merged["rows"] if r["config"] == choice["chosen"] and r["selection"] == "validation_selected"
+        ]
+        lines += ["", f"**Chosen on the validation concepts: `{choice['chosen']}`** ({choice['rule']}):", ""]
+        lines += ["| config | validation score | chosen |", "|---|---|---|"]
+        lines += [
+            f"| {n} | {100 * v:.2f} | {'yes' if n == choice['chosen'] else ''} |"
+            for n, v in choice["validation"].items()
+        ]
+        for r in chosen:
+            a = r["aggregate"]
+            lines.append(
+                f"\nIts test numbers ({r['subject']}, validation-selected weights, {len(r['seeds'])} seeds): top-1 "
+                f"{100 * a['top1']['mean']:.2f} ± {100 * a['top1']['sd']:.2f} %, top-5 "
+                f"{100 * a['top5']['mean']:.2f} ± {100 * a['top5']['sd']:.2f} %. No other row of this table was "
+                "chosen by anything, and none by its test number."
+            )
     if descriptions:
         lines += ["", "| config | what it is |", "|---|---|"]
         lines += [f"| {name} | {text} |" for name, text in descriptions.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_table(root: str | Path, descriptions: dict[str, str] | None = None) -> tuple[Path, Path]:
+def write_table(
+    root: str | Path, descriptions: dict[str, str] | None = None, *, choose: bool = False
+) -> tuple[Path, Path]:
     """``results.json`` and ``results.md`` from every ``metrics.json`` below ``root``; ``descriptions`` (config
-    name -> what the row is and what changed) are saved with them."""
+    name -> what the row is and what changed) are saved with them. ``choose``: also the configuration chosen on the
+    validation concepts (``validation_choice``) and its test numbers."""
     root = Path(root)
     merged = merge_results(root)
+    if choose:
+        merged["validation_choice"] = validation_choice(root)
     if label := rehearsal_label(root):
         merged["rehearsal"] = label
     if descriptions:
