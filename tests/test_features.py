@@ -7,6 +7,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from hfcache import fake_hf_cache
 
 from eeg2image.features.encoders import IPAdapterImageEncoder, build_image_encoder, build_text_encoder
 from eeg2image.features.store import EmbeddingStore
@@ -350,18 +351,6 @@ def test_depth_view_with_a_tiny_local_depth_anything(tmp_path, photos, monkeypat
         DepthMap()(photos[0])
 
 
-def _fake_hf_cache(root, repo: str, files: dict) -> None:
-    """The layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<sha>/<file>}."""
-    sha = "0123456789abcdef0123456789abcdef01234567"
-    base = root / f"models--{repo.replace('/', '--')}"
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text(sha)
-    for name, write in files.items():
-        path = base / "snapshots" / sha / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(path)
-
-
 def test_openclip_weights_are_found_in_the_hugging_face_cache(tmp_path, monkeypatch, photos):
     """The real loading path: arch/tag -> the HF repo open_clip names -> the cached safetensors -> model."""
     import json
@@ -379,7 +368,7 @@ def test_openclip_weights_are_found_in_the_hugging_face_cache(tmp_path, monkeypa
     model = tiny_openclip_model(TINY_CLIP, seed=7)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     cache = tmp_path / "hub"
-    _fake_hf_cache(cache, "eeg2image-test/tiny-clip", {"open_clip_model.safetensors": lambda p: save_file(state, p)})
+    fake_hf_cache(cache, "eeg2image-test/tiny-clip", {"open_clip_model.safetensors": lambda p: save_file(state, p)})
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     real_cfg = open_clip.get_pretrained_cfg
 

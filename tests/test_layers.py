@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from hfcache import fake_hf_cache
 
 from eeg2image.features.encoders import CLIP_MEAN, CLIP_STD, build_image_encoder, to_tensor
 from eeg2image.io import ConfigError
@@ -98,17 +99,6 @@ def test_layer_options_are_checked_by_name(tmp_path):
         build_image_encoder(f"openclip-config:{cfg}:tokens=cls", device="cpu")
 
 
-def _hf_cache(root, repo: str, files: dict[str, bytes]) -> None:
-    """``files`` written where huggingface_hub keeps a download of ``repo`` (refs/main -> snapshots/<rev>/)."""
-    base = root / f"models--{repo.replace('/', '--')}"
-    (base / "refs").mkdir(parents=True)
-    (base / "refs/main").write_text("rev0")
-    for name, data in files.items():
-        path = base / "snapshots/rev0" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
@@ -134,7 +124,7 @@ def test_timm_layers_equal_timms_own_forward_intermediates(hub, photos, name, la
     ref = timm.create_model(name, pretrained=False).eval()
     path = hub / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
-    _hf_cache(hub, f"timm/{name}", {"model.safetensors": path.read_bytes()})
+    fake_hf_cache(hub, f"timm/{name}", {"model.safetensors": path.read_bytes()})
     enc = build_image_encoder(f"timm:{name}:layer={layer}", device="cpu")
     final = build_image_encoder(f"timm:{name}", device="cpu")
     size = enc.image_size
@@ -179,7 +169,7 @@ def test_hf_dinov2_layers_equal_hidden_states(tmp_path, hub, photos):
             enc = build_image_encoder(f"hf:{folder}:layer={layer};tokens={tokens}", device="cpu")
             np.testing.assert_allclose(enc.encode(photos), _pool(hs[k], tokens), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(build_image_encoder(f"hf:{folder}", device="cpu").encode(photos), pooler.numpy())
-    _hf_cache(hub, "facebook/dinov2-tiny-test", {f.name: f.read_bytes() for f in folder.iterdir()})
+    fake_hf_cache(hub, "facebook/dinov2-tiny-test", {f.name: f.read_bytes() for f in folder.iterdir()})
     cached = build_image_encoder("hf:facebook/dinov2-tiny-test:layer=2", device="cpu")
     np.testing.assert_allclose(cached.encode(photos), _pool(hs[2], "mean"), rtol=1e-5, atol=1e-6)
     sized = build_image_encoder(f"hf:{folder}:layer=2;size=42", device="cpu")
