@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from eeg2image.models.eeg_encoders import braindecode_models, build_eeg_encoder, build_eeg_encoder_from_config
-from eeg2image.models.losses import SymmetricInfoNCE
+from eeg2image.models.losses import InfoNCE
 
 SHAPE = {"n_chans": 63, "n_times": 250, "sfreq": 250.0}
 
@@ -59,7 +59,7 @@ def test_every_braindecode_model_of_this_shape_builds_by_name_and_trains_one_ste
     opt = torch.optim.AdamW(enc.parameters(), lr=1e-3)
     out = enc(x)
     assert out.shape == (4, 8) and torch.isfinite(out).all()
-    loss = SymmetricInfoNCE()(out, target)
+    loss = InfoNCE()(out, target)
     loss.backward()
     opt.step()
     after = [p.detach() for p in enc.parameters() if p.requires_grad]

@@ -68,7 +68,7 @@ def _main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         (["train", "RUN", "--encoder", "vedd"], r"train\.eeg_encoder: unknown EEG encoder 'vedd'; known: atms"),
         (
             ["train", "RUN", "--preset", "demoo"],
-            r"unknown run preset 'demoo'; known: atms, cogcap, demo, nice, reference",
+            r"unknown run preset 'demoo'; known: atms, cogcap, demo, neuralbench, nice, reference",
         ),
         (["train", "RUN", "--set", "train.lrr=3"], r"unknown key\(s\) train\.lrr; known keys: amp"),
         (["simulate", "OUT", "--preset", "huge"], r"unknown simulation preset 'huge'; known: demo, full, small"),
@@ -100,7 +100,7 @@ def test_presets_are_yaml_files_listed_with_their_descriptions():
     expected = {
         "simulation": ["demo", "full", "small", "tiny"],
         "preprocess": ["authors", "nice", "ubp"],
-        "run": ["atms", "cogcap", "demo", "nice", "reference", "ubp"],
+        "run": ["atms", "cogcap", "demo", "neuralbench", "nice", "reference", "samga", "shallow", "ubp"],
     }
     listed = list_presets()
     assert {st: [n for s, n, _ in listed if s == st] for st in expected} == expected

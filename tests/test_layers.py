@@ -178,3 +178,85 @@ def test_hf_dinov2_layers_equal_hidden_states(tmp_path, hub, photos):
         want = model(pixel_values=x, output_hidden_states=True).hidden_states[2].mean(1)
     np.testing.assert_allclose(sized.encode(photos), want.numpy(), rtol=1e-5, atol=1e-6)
     assert sized.identity()["size"] == 42 and cached.identity()["checkpoint"] == sized.identity()["checkpoint"]
+
+
+REMOTE_MODELING = """
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+
+class TinyRemoteConfig(PretrainedConfig):
+    model_type = "tiny_remote_vit"
+
+    def __init__(self, hidden_size=16, num_hidden_layers=3, patch_size=14, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size, self.num_hidden_layers, self.patch_size = hidden_size, num_hidden_layers, patch_size
+
+
+class TinyRemoteModel(PreTrainedModel):
+    config_class = TinyRemoteConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        h = config.hidden_size
+        self.patch = nn.Conv2d(3, h, config.patch_size, config.patch_size)
+        self.cls = nn.Parameter(torch.randn(1, 1, h))
+        self.blocks = nn.ModuleList(nn.Linear(h, h) for _ in range(config.num_hidden_layers))
+        self.post_init()
+
+    def _init_weights(self, module):
+        pass
+
+    def forward(self, pixel_values, output_hidden_states=False, **kwargs):
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
+        states = [x]
+        for block in self.blocks:
+            x = x + torch.tanh(block(x))
+            states.append(x)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=x, pooler_output=x[:, 0], hidden_states=tuple(states) if output_hidden_states else None
+        )
+"""
+
+
+def test_hf_model_with_its_own_code_needs_remote_code_named(tmp_path, photos, monkeypatch):
+    """A model whose class ships as Python in its folder (``auto_map``, as InternViT's): refused in one line naming
+    ``remote_code=1`` until the spec says so; then its hidden states, from the saved weights."""
+    import importlib.util
+    import sys
+
+    from PIL import Image
+    from transformers import BitImageProcessor
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    code = tmp_path / "code" / "modeling_tiny_remote.py"
+    code.parent.mkdir()
+    code.write_text(REMOTE_MODELING)
+    spec = importlib.util.spec_from_file_location("modeling_tiny_remote", code)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "modeling_tiny_remote", mod)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(1)
+    cfg = mod.TinyRemoteConfig(num_hidden_layers=4)
+    cfg.auto_map = {
+        "AutoConfig": "modeling_tiny_remote.TinyRemoteConfig",
+        "AutoModel": "modeling_tiny_remote.TinyRemoteModel",
+    }
+    model = mod.TinyRemoteModel(cfg).eval()
+    folder = tmp_path / "remote"
+    model.save_pretrained(folder)
+    (folder / "modeling_tiny_remote.py").write_text(REMOTE_MODELING)
+    proc = BitImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    proc.save_pretrained(folder)
+    with pytest.raises(ConfigError, match=r"auto_map.*TinyRemoteModel.*remote_code=1"):
+        build_image_encoder(f"hf:{folder}:layer=3", device="cpu")
+    enc = build_image_encoder(f"hf:{folder}:layer=3;tokens=cls;remote_code=1", device="cpu")
+    assert type(enc.model).__name__ == "TinyRemoteModel" and enc.name.endswith("remote_code=1")
+    assert enc.depth == 4 and enc.k == 3
+    pixels = proc([Image.fromarray(p) for p in photos], return_tensors="pt").pixel_values
+    with torch.no_grad():
+        hs = model(pixel_values=pixels, output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(enc.encode(photos), _pool(hs[3], "cls"), rtol=1e-5, atol=1e-6)

@@ -168,7 +168,10 @@ def embed(
 @app.command()
 def train(
     out: Annotated[Path, typer.Argument(help="Run folder (created; a killed run resumes from it).")],
-    preset: Annotated[str | None, typer.Option(help="Starting point: reference | nice | atms | ubp | demo.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Starting point: a run preset (`eeg2image presets`), e.g. reference | shallow | samga."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML RunConfig (over the preset).")] = None,
     preprocessed: Annotated[Path | None, typer.Option(help="Folder holding sub-XX/ from `preprocess`.")] = None,
     store: Annotated[Path | None, typer.Option(help="Embedding store from `embed`.")] = None,

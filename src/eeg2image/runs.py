@@ -44,6 +44,7 @@ __all__ = [
     "RUN_INPUTS",
     "SELECTIONS",
     "AlignStageConfig",
+    "CoarseToFineConfig",
     "DataConfig",
     "EvalConfig",
     "RunConfig",
@@ -94,6 +95,43 @@ class DataConfig:
 
 
 @dataclass
+class CoarseToFineConfig:
+    """SAMGA's coarse-to-fine schedule (Jiang et al. 2026, LinJiang8/SAMGA ``train.py``): for the first
+    ``coarse_epochs`` the loss is ``m * MMD^2 + (1 - m) * InfoNCE`` with ``m`` ramped linearly from ``mmd_start`` to
+    ``mmd_end`` (the coarse stage settles the shared geometry); then the optimiser starts afresh at ``fine_lr``
+    (constant), the loss is InfoNCE alone and the shared head (``train.shared_head``) is frozen (the fine stage
+    sharpens instance retrieval)."""
+
+    coarse_epochs: int = 20
+    mmd_start: float = 0.9
+    mmd_end: float = 0.5
+    sigmas: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5, 1.0, 2.0])
+    fine_lr: float = 5e-5
+    freeze_shared_head: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("train.coarse_to_fine.coarse_epochs", self.coarse_epochs, 1)
+        check_range("train.coarse_to_fine.mmd_start", self.mmd_start, 0, 1)
+        check_range("train.coarse_to_fine.mmd_end", self.mmd_end, 0, 1)
+        check_range("train.coarse_to_fine.fine_lr", self.fine_lr, 0, low_open=True)
+        if not self.sigmas:
+            raise ConfigError("train.coarse_to_fine.sigmas: expected one or more kernel bandwidths")
+        for i, sg in enumerate(self.sigmas):
+            check_range(f"train.coarse_to_fine.sigmas[{i}]", sg, 0, low_open=True)
+
+    def is_fine(self, epoch: int) -> bool:
+        """Whether the 0-based ``epoch`` is in the fine stage."""
+        return epoch >= self.coarse_epochs
+
+    def mmd_weight(self, epoch: int) -> float:
+        """``m`` of the 0-based ``epoch`` (0 in the fine stage)."""
+        if self.is_fine(epoch):
+            return 0.0
+        frac = epoch / (self.coarse_epochs - 1) if self.coarse_epochs > 1 else 0.0
+        return self.mmd_start + (self.mmd_end - self.mmd_start) * frac
+
+
+@dataclass
 class TrainConfig:
     """How one configuration is trained (the seeds are listed by the run, not here). The model's part
     (encoder, options, target, loss scale) becomes the ``ModelConfig`` saved with the weights."""
@@ -107,11 +145,20 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW's (decoupled); 0 with betas (0.5, 0.999) is NICE's Adam
     betas: tuple[float, float] = (0.9, 0.999)
     drop_last: bool = True  # drop the last, smaller batch of an epoch (VED, the reference); False: train on it
-    schedule: Literal["constant", "cosine"] = "constant"
+    # onecycle: PyTorch's OneCycleLR learning rates (peak lr at 30 % of the steps, from lr/25 down to lr/25e4,
+    # cosine; the momentum is not cycled), as NeuralBench trains
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
     warmup_epochs: int = 0
+    grad_clip: float = 0.0  # each seed's gradient norm clipped to this (0: off; NeuralBench 1.0)
     logit_scale: float = 1.0
     scale_mode: Literal["fixed", "exp", "softplus", "linear"] = "fixed"
     normalize_eeg: bool = False
+    loss_direction: Literal["symmetric", "eeg_to_image"] = "symmetric"  # eeg_to_image: NeuralBench's ClipLoss
+    # the shared space (models.retrieval.ModelConfig): the EEG encoder's width before a linear EEG projector
+    # (0: none), one Linear shared by both sides (SAMGA); SAMGA's coarse-to-fine schedule
+    embed_dim: int = 0
+    shared_head: bool = False
+    coarse_to_fine: CoarseToFineConfig | None = None
     reps_per_sample: int = 0  # 0: average all repetitions; k: average a random k of them at every step
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU); the peers trained in float32
     # CognitionCapturerPro's brain side (models.experts): per-modality experts + fusion replace eeg_encoder and
@@ -130,6 +177,15 @@ class TrainConfig:
         check_range("train.warmup_epochs", self.warmup_epochs, 0, self.epochs)
         check_range("train.logit_scale", self.logit_scale, 0, low_open=True)
         check_range("train.reps_per_sample", self.reps_per_sample, 0)
+        check_range("train.grad_clip", self.grad_clip, 0)
+        check_range("train.embed_dim", self.embed_dim, 0)
+        if self.coarse_to_fine is not None and self.coarse_to_fine.coarse_epochs >= self.epochs:
+            raise ConfigError(
+                f"train.coarse_to_fine.coarse_epochs ({self.coarse_to_fine.coarse_epochs}) leaves no fine stage in "
+                f"train.epochs ({self.epochs})"
+            )
+        if self.schedule == "onecycle" and self.warmup_epochs:
+            raise ConfigError("train.warmup_epochs: the onecycle schedule has its own warm-up; set it to 0")
         if self.experts is not None:
             unused = [k for k, v in _DEFAULTS.items() if getattr(self, k) != v]
             if unused:
@@ -151,6 +207,7 @@ class TrainConfig:
         sfreq: float | None = None,
         n_subjects: int = 10,
         modality_dims: dict[str, int] | None = None,
+        view_dims: dict[str, int] | None = None,
     ) -> ModelConfig:
         """The model these settings train on EEG of ``n_chans`` x ``n_times`` at ``sfreq`` and ``dim``-d targets."""
         return ModelConfig(
@@ -167,10 +224,23 @@ class TrainConfig:
             normalize_eeg=self.normalize_eeg,
             experts=self.experts,
             modality_dims=dict(modality_dims or {}),
+            embed_dim=self.embed_dim,
+            shared_head=self.shared_head,
+            view_dims=dict(view_dims or {}),
+            loss_direction=self.loss_direction,
+            mmd_sigmas=tuple(self.coarse_to_fine.sigmas) if self.coarse_to_fine else (),
         )
 
 
-_DEFAULTS = {"eeg_encoder": "ved", "eeg_options": {}, "target": TargetConfig()}
+_DEFAULTS = {
+    "eeg_encoder": "ved",
+    "eeg_options": {},
+    "target": TargetConfig(),
+    "embed_dim": 0,
+    "shared_head": False,
+    "loss_direction": "symmetric",
+    "coarse_to_fine": None,
+}
 
 
 @dataclass

@@ -62,7 +62,14 @@ def _check_fits(stack: SeedStack, test: RetrievalSplit, source: Path) -> None:
                     f"{source}: the {mod!r} expert was trained against {dim}-d embeddings; the test view "
                     f"{m.experts.view_of(mod)!r} is {got_dim}-d (made with another encoder?)"
                 )
-    got = (test.eeg.shape[2], test.eeg.shape[3], next(iter(test.views.values())).shape[1])
+    for view, dim in m.view_dims.items():  # the layer router's views, each of its own width
+        if view in test.views and test.views[view].shape[1] != dim:
+            raise DataFormatError(
+                f"{source}: the layer view {view!r} was {dim}-d in training; the test view is "
+                f"{test.views[view].shape[1]}-d (made with another encoder?)"
+            )
+    first = m.target.layer_views[0] if m.view_dims else next(iter(test.views))
+    got = (test.eeg.shape[2], test.eeg.shape[3], test.views[first].shape[1])
     if m.experts is not None:
         got = (*got[:2], m.dim)
     if got != (m.n_chans, m.n_times, m.dim):

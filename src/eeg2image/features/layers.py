@@ -22,6 +22,9 @@ Options, after the model and separated by ``;`` (or ``,``):
   ``patches`` (the patch tokens only, prefix tokens dropped). A CNN's map is averaged over space (``mean`` /
   ``patches``); it has no class token.
 - ``size=S`` (``hf:`` only): input pixels, replacing the processor's own resize and crop.
+- ``remote_code=1`` (``hf:`` only): the model's own Python code, shipped in its folder (``config.json``'s
+  ``auto_map``; InternViT, the target of Shallow Alignment and SAMGA), is run (transformers'
+  ``trust_remote_code``). Never implied: read that code first. Without it such a model is refused, named.
 
 The OpenCLIP helpers are here; the timm and transformers encoders are in ``features.vision_models``.
 Without ``layer`` the spec means the model's final embedding (``openclip:`` as before; ``timm:`` the pre-logits
@@ -49,6 +52,7 @@ class LayerChoice:
     layer: str | None = None
     tokens: str = "mean"
     size: int | None = None
+    remote_code: bool = False
 
     def index(self, depth: int, where: str) -> int | None:
         """The 1-based block whose output is the target (None: the final embedding)."""
@@ -77,6 +81,7 @@ class LayerChoice:
         parts = [f"layer={self.layer}"] if self.layer is not None else []
         parts += [f"tokens={self.tokens}"] if self.tokens != "mean" else []
         parts += [f"size={self.size}"] if self.size is not None else []
+        parts += ["remote_code=1"] if self.remote_code else []
         return ";".join(parts)
 
 
@@ -96,7 +101,8 @@ def split_layer_options(arg: str, where: str, allowed: Sequence[str] = ("layer",
     size = values.get("size")
     if size is not None and (not size.isdigit() or not 16 <= int(size) <= 2048):
         raise ConfigError(f"{where}: size must be a number of pixels in 16..2048, got {size!r}")
-    return base, LayerChoice(values.get("layer"), tokens, int(size) if size else None)
+    remote = check_option("remote_code", values.get("remote_code", "0"), ("0", "1"), where=where) == "1"
+    return base, LayerChoice(values.get("layer"), tokens, int(size) if size else None, remote)
 
 
 def pool_tokens(tokens: torch.Tensor, n_prefix: int, how: str, where: str) -> torch.Tensor:

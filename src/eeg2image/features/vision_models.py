@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import ConfigError, DataFormatError, check_option
+from ..io import ConfigError, DataFormatError, check_option, read_json
 from .encoders import ImageEncoder, to_tensor
 from .layers import LayerChoice, LayerEncoderMixin, pool_tokens, split_layer_options
 
@@ -171,12 +171,20 @@ def build_hf_encoder(arg: str, *, weights: str | None, device: torch.device) -> 
 
     from .weights import file_fingerprint, resolve_hf_folder
 
-    source, choice = split_layer_options(arg, "hf", ("layer", "tokens", "size"))
+    source, choice = split_layer_options(arg, "hf", ("layer", "tokens", "size", "remote_code"))
     if not (weights or source):
         raise ConfigError("hf: name the model, e.g. hf:facebook/dinov2-giant:layer=0.667")
     folder = resolve_hf_folder(weights or source, ("config.json", "preprocessor_config.json"), "vision model")
-    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
-    processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
+    auto_map = (read_json(folder / "config.json") or {}).get("auto_map")
+    if auto_map and not choice.remote_code:
+        raise ConfigError(
+            f"hf:{source}: its model class is Python code shipped with the weights ({folder / 'config.json'} "
+            f"auto_map: {', '.join(sorted(set(auto_map.values())))}); read that code, then add ;remote_code=1 to "
+            "the spec to run it"
+        )
+    trust = {"trust_remote_code": True} if choice.remote_code else {}
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True, **trust)
+    processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, **trust)
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     checkpoint = "|".join(file_fingerprint(f) for f in files)
     suffix = choice.suffix()

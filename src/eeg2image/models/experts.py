@@ -9,7 +9,7 @@ Zhang et al., CVPR 2026 (arXiv 2603.12722; XiaoZhangYES/CognitionCapturerPro ``m
   only the fusion modules);
 - ``fusion_mod``: a :class:`ModalityFusion` over the four modality embeddings of the stimulus, with
   ``mask_count`` of them zeroed at every training step; it makes the fusion key's target;
-- a :class:`~models.losses.SymmetricInfoNCE` per key (image, text, depth, edge, fusion), EEG un-normalised,
+- a :class:`~models.losses.InfoNCE` per key (image, text, depth, edge, fusion), EEG un-normalised,
   temperature fixed at softplus(log(1/0.07)) = 2.727 as released (or learnable).
 
 The released "modality heads" (``ProjMod``) return their input: the targets are the modality embeddings
@@ -30,7 +30,7 @@ from torch import nn
 from ..features.views import CannyEdges, DepthMap
 from ..io import ConfigError, check_option, check_range
 from .eeg_encoders import PostNormTransformerLayer, build_eeg_encoder, check_eeg_options, sinusoidal_positions
-from .losses import ScaleMode, SymmetricInfoNCE
+from .losses import InfoNCE, ScaleMode
 
 __all__ = [
     "EXPERT_KEYS",
@@ -198,7 +198,7 @@ class ModalityExperts(nn.Module):
         in_dims = [self.dims[m] for m in mods]
         self.fusion_eeg = ModalityFusion(len(mods), in_dims, cfg.fusion_hidden, fused, dropout=cfg.fusion_dropout)
         self.fusion_mod = ModalityFusion(len(mods), in_dims, cfg.fusion_hidden, fused, dropout=cfg.fusion_dropout)
-        self.losses = nn.ModuleDict({k: SymmetricInfoNCE(cfg.logit_scale, cfg.scale_mode) for k in cfg.keys()})
+        self.losses = nn.ModuleDict({k: InfoNCE(cfg.logit_scale, cfg.scale_mode) for k in cfg.keys()})
 
     def embed_eeg(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, C, T) EEG -> {key: (B, dim)} for every modality and the fusion."""

@@ -12,8 +12,8 @@ from torch import nn
 ScaleMode = Literal["fixed", "exp", "softplus", "linear"]
 
 
-class SymmetricInfoNCE(nn.Module):
-    """Symmetric InfoNCE / CLIP loss: ``(CE(s * e @ i.T, diag) + CE(s * i @ e.T, diag)) / 2``.
+class InfoNCE(nn.Module):
+    """InfoNCE / CLIP loss, symmetric by default: ``(CE(s * e @ i.T, diag) + CE(s * i @ e.T, diag)) / 2``.
 
     Image-side embeddings are always L2-normalised. Options, each explicit because peers differ:
 
@@ -25,13 +25,29 @@ class SymmetricInfoNCE(nn.Module):
       ``linear`` (``s = p``, learnable: ATM used its ``log(1/0.07)``-initialised parameter without ``exp``, so
       ``s`` starts at 2.659). ``p`` is initialised so that ``s`` starts at ``scale`` (UBP initialised
       ``p = log(1/0.07)``, i.e. ``s = softplus(2.659) = 2.727``: pass ``scale=2.727`` to reproduce it).
+    - ``symmetric``: False keeps the EEG -> image term only, ``CE(s * e @ i.T, diag)`` (NeuralBench's
+      ``ClipLoss(norm_kind="y", temperature=False, symmetric=False)``: the images normalised, scale 1).
+    - ``mmd_sigmas``: also SAMGA's coarse-stage term (Jiang et al. 2026, ``loss.py``): the loss becomes
+      ``m * MMD^2(e, i) + (1 - m) * InfoNCE`` with ``m`` the buffer ``mmd_weight`` (set per epoch by the trainer's
+      coarse-to-fine schedule; 0 in the fine stage), MMD^2 unbiased, on the un-normalised embeddings, with an RBF
+      kernel averaged over the bandwidths ``mmd_sigmas``.
     """
 
-    def __init__(self, scale: float = 1.0, scale_mode: ScaleMode = "fixed", normalize_eeg: bool = False):
+    def __init__(
+        self,
+        scale: float = 1.0,
+        scale_mode: ScaleMode = "fixed",
+        normalize_eeg: bool = False,
+        symmetric: bool = True,
+        mmd_sigmas: tuple[float, ...] = (),
+    ):
         super().__init__()
         if scale <= 0:
             raise ValueError(f"logit scale must be positive, got {scale}")
-        self.scale_mode, self.normalize_eeg = scale_mode, normalize_eeg
+        self.scale_mode, self.normalize_eeg, self.symmetric = scale_mode, normalize_eeg, symmetric
+        self.mmd_sigmas = tuple(float(s) for s in mmd_sigmas)
+        if self.mmd_sigmas:
+            self.register_buffer("mmd_weight", torch.tensor(0.0))
         if scale_mode == "fixed":
             self.register_buffer("p", torch.tensor(float(scale)))
         elif scale_mode == "exp":
@@ -68,4 +84,24 @@ class SymmetricInfoNCE(nn.Module):
             raise ValueError(f"InfoNCE needs matching batches of >= 2 pairs, got {eeg.shape[0]} and {image.shape[0]}")
         logits = self.logits(eeg, image)
         target = torch.arange(logits.shape[0], device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        loss = F.cross_entropy(logits, target)
+        if self.symmetric:
+            loss = 0.5 * (loss + F.cross_entropy(logits.T, target))
+        if self.mmd_sigmas:
+            loss = self.mmd_weight * mmd2(eeg, image, self.mmd_sigmas) + (1 - self.mmd_weight) * loss
+        return loss
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor, sigmas: tuple[float, ...]) -> torch.Tensor:
+    """Unbiased squared maximum mean discrepancy between the samples ``x`` (n, D) and ``y`` (m, D), with the RBF
+    kernel ``mean over sigma of exp(-|a - b|^2 / (2 sigma^2))`` (Gretton et al., JMLR 2012, eq. 3)."""
+    n, m = x.shape[0], y.shape[0]
+
+    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        d2 = (a.square().sum(-1)[:, None] + b.square().sum(-1)[None, :] - 2 * a @ b.T).clamp_min(0)
+        return torch.stack([torch.exp(-d2 / (2 * s * s)) for s in sigmas]).mean(dim=0)
+
+    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+    off_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    off_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return off_x + off_y - 2 * kxy.mean()

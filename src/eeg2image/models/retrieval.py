@@ -30,7 +30,7 @@ from .dropout import keyed_dropout, use_keyed_dropout
 from .eeg_encoders import build_eeg_encoder
 from .experts import ExpertsConfig, ModalityExperts
 from .fusion import TargetConfig, TargetModel
-from .losses import ScaleMode, SymmetricInfoNCE
+from .losses import InfoNCE, ScaleMode
 
 __all__ = [
     "ModelConfig",
@@ -69,6 +69,20 @@ class ModelConfig:
     # embedding width of each modality's view
     experts: ExpertsConfig | None = None
     modality_dims: dict[str, int] = field(default_factory=dict)
+    # the shared space (Shallow Alignment, SAMGA): the EEG encoder's width when a linear EEG projector follows it
+    # (0: the encoder outputs the space itself); one Linear applied to both sides' embeddings (SAMGA's share
+    # encoder); the widths of the target's views when they differ (the layer router)
+    embed_dim: int = 0
+    shared_head: bool = False
+    view_dims: dict[str, int] = field(default_factory=dict)
+    # the loss: both directions (CLIP) or EEG -> image only (NeuralBench); SAMGA's MMD term's kernel bandwidths
+    loss_direction: Literal["symmetric", "eeg_to_image"] = "symmetric"
+    mmd_sigmas: tuple[float, ...] = ()
+
+    @property
+    def space_dim(self) -> int:
+        """The width of the space the EEG and image embeddings meet in."""
+        return self.target.projector_dim or self.dim
 
     def required_views(self) -> list[str]:
         return self.experts.required_views() if self.experts else self.target.required_views()
@@ -91,31 +105,51 @@ def build_seed_model(cfg: ModelConfig) -> nn.Module:
 
 
 class RetrievalModel(nn.Module):
-    """EEG encoder + image-side target model + loss (with its temperature): everything a seed learns."""
+    """EEG encoder (+ a linear EEG projector) + image-side target model (+ a head shared by both sides) + loss (with
+    its temperature): everything a seed learns."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
+        space = cfg.space_dim
         self.eeg = build_eeg_encoder(
             cfg.eeg_encoder,
             n_chans=cfg.n_chans,
             n_times=cfg.n_times,
-            out_dim=cfg.dim,
+            out_dim=cfg.embed_dim or space,
             sfreq=cfg.sfreq,
             n_subjects=cfg.n_subjects,
             where="train.eeg_options",
             **cfg.eeg_options,
         )
-        self.target = TargetModel(cfg.target, cfg.dim)
-        self.loss = SymmetricInfoNCE(cfg.logit_scale, cfg.scale_mode, cfg.normalize_eeg)
+        self.eeg_projector = nn.Linear(cfg.embed_dim, space) if cfg.embed_dim else None
+        self.target = TargetModel(cfg.target, cfg.dim, cfg.view_dims, cfg.n_subjects)
+        self.shared_head = nn.Linear(space, space) if cfg.shared_head else None
+        self.loss = InfoNCE(
+            cfg.logit_scale,
+            cfg.scale_mode,
+            cfg.normalize_eeg,
+            symmetric=cfg.loss_direction == "symmetric",
+            mmd_sigmas=cfg.mmd_sigmas,
+        )
+
+    def embed(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        e = self.eeg(x, subject)
+        if self.eeg_projector is not None:
+            e = self.eeg_projector(e)
+        return e if self.shared_head is None else self.shared_head(e)
+
+    def targets(self, views: dict[str, torch.Tensor], subject: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.target(views, subject)
+        return t if self.shared_head is None else self.shared_head(t)
 
     def forward(self, a: Any, b: Any = None, subject: torch.Tensor | None = None, mode: str = "both") -> Any:
         if mode == "both":  # (EEG batch, views) -> (EEG embeddings, targets)
-            return self.eeg(a, subject), self.target(b)
+            return self.embed(a, subject), self.targets(b, subject)
         if mode == "eeg":
-            return self.eeg(a, subject)
+            return self.embed(a, subject)
         if mode == "target":
-            return self.target(b)
+            return self.targets(b)
         if mode == "loss":  # (EEG embeddings, targets) -> scalar loss
             return self.loss(a, b)
         if mode == "diag":  # (EEG embeddings, targets) -> the true pairs' logits
@@ -358,6 +392,8 @@ def check_views(views: dict[str, torch.Tensor], target: TargetConfig | ExpertsCo
             dims = {v: views[v].shape[1] for v in vs}
             if len(set(dims.values())) != 1:
                 raise DataFormatError(f"the views of modality {m!r} have different embedding dimensions: {dims}")
+        return
+    if target.layer_views:  # the layer router projects every layer from its own width
         return
     dims = {k: v.shape[1] for k, v in views.items()}
     if len(set(dims.values())) != 1:

@@ -38,7 +38,11 @@ def fit_closed_form(state, train: RetrievalSplit, val: RetrievalSplit | None, se
     weights, best epochs) as the epoch loop would."""
     cfg: TrainConfig = state.cfg
     stack = state.stack
-    learnable = [n for n, p in stack.params().items() if n.startswith("target.") and p.requires_grad]
+    learnable = [
+        n
+        for n, p in stack.params().items()
+        if n.startswith(("target.", "shared_head.", "eeg_projector.")) and p.requires_grad
+    ]
     if cfg.experts is not None or learnable:
         raise ConfigError(
             f"train.eeg_encoder {cfg.eeg_encoder!r} is fitted in closed form to the targets as given; its target "

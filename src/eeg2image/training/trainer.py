@@ -158,7 +158,10 @@ class TrainState:
         dims = {m: train.views[cfg.experts.view_of(m)].shape[1] for m in cfg.experts.modalities} if cfg.experts else {}
         if dims:  # the experts' shared width: the fusion's (the image modality's when there is one)
             dim = dims.get("image", next(iter(dims.values())))
-        mcfg = cfg.model_config(train.eeg.shape[2], train.eeg.shape[3], dim, train.sfreq, n_subjects, dims)
+        view_dims = {v: train.views[v].shape[1] for v in cfg.target.layer_views} if not cfg.experts else {}
+        if view_dims:  # the layer router's views keep their own widths
+            dim = view_dims[cfg.target.layer_views[0]]
+        mcfg = cfg.model_config(train.eeg.shape[2], train.eeg.shape[3], dim, train.sfreq, n_subjects, dims, view_dims)
         stack = SeedStack(build_models(mcfg, seeds, train.views), resolve_engine(engine, dev)).to(dev)
         model, group = wrap(stack, dev, dist)
         # fused: one kernel per step for all tensors (CPU and CUDA), ~16% of a training step on CPU at 1280-d
@@ -259,6 +262,7 @@ def train_epoch(s: TrainState, epoch: int) -> dict[str, Any]:
     keys = s.loss_keys
     totals = torch.zeros(len(s.seeds), *([len(keys)] if keys else []), dtype=torch.float64)
     counted = 0
+    stage = begin_epoch(s, epoch)
     for b in range(s.steps_per_epoch):
         step = epoch * s.steps_per_epoch + b
         for group in s.opt.param_groups:
@@ -270,7 +274,7 @@ def train_epoch(s: TrainState, epoch: int) -> dict[str, Any]:
         fault_point("train-step")
         counted += 1
     mean = totals / max(counted, 1)
-    rec: dict[str, Any] = {"epoch": epoch + 1, "lr": s.opt.param_groups[0]["lr"], "steps": counted}
+    rec: dict[str, Any] = {"epoch": epoch + 1, "lr": s.opt.param_groups[0]["lr"], "steps": counted, **stage}
     if keys:  # the trained loss is the sum of the active keys; each key's own is recorded too
         active = s.cfg.experts.active_keys(epoch)
         rec["loss"] = mean[:, [keys.index(k) for k in active]].sum(dim=1).tolist()
@@ -350,6 +354,13 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
                     param.grad = None
     else:
         losses.sum().backward()
+    c2f = s.cfg.coarse_to_fine
+    if c2f is not None and c2f.freeze_shared_head and c2f.is_fine(epoch):  # SAMGA: the fine stage leaves it alone
+        for name, param in s.stack.params().items():
+            if name.startswith("shared_head."):
+                param.grad = None
+    if s.cfg.grad_clip > 0:
+        clip_each_seed(s.stack.params(), s.cfg.grad_clip)
     s.opt.step()
     if with_diag:
         diag = diag if diag.ndim == 3 else diag[:, None]  # (S, G, B): one row per UM target
@@ -408,13 +419,57 @@ def resolve_device(device: str) -> torch.device:
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    if cfg.coarse_to_fine is not None and cfg.coarse_to_fine.is_fine(step // max(1, steps_per_epoch)):
+        return cfg.coarse_to_fine.fine_lr
     total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        return onecycle_lr(cfg.lr, step, total)
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
         return cfg.lr * (step + 1) / warm
     if cfg.schedule == "cosine":
         return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
     return cfg.lr
+
+
+def onecycle_lr(max_lr: float, step: int, total: int, pct_start: float = 0.3) -> float:
+    """The learning rate of ``torch.optim.lr_scheduler.OneCycleLR`` (its defaults: ``div_factor`` 25,
+    ``final_div_factor`` 1e4, cosine annealing, three phases off) before optimiser step ``step`` of ``total``."""
+    initial, final = max_lr / 25, max_lr / 25 / 1e4
+    up_end = float(pct_start * total) - 1
+    if step <= up_end:
+        start, end, pct = initial, max_lr, step / up_end if up_end > 0 else 1.0
+    else:
+        start, end, pct = max_lr, final, (step - up_end) / max(1e-12, (total - 1) - up_end)
+    return end + (start - end) / 2 * (math.cos(math.pi * min(pct, 1.0)) + 1)
+
+
+def begin_epoch(s: TrainState, epoch: int) -> dict[str, Any]:
+    """The coarse-to-fine schedule's state for ``epoch`` (set on the loss, the optimiser afresh at the fine stage's
+    first epoch); what the epoch's record says of it."""
+    c2f = s.cfg.coarse_to_fine
+    if c2f is None:
+        return {}
+    w = c2f.mmd_weight(epoch)
+    for name, buf in s.stack.buffers_dict().items():
+        if name.endswith("loss.mmd_weight"):
+            buf.fill_(w)
+    if epoch == c2f.coarse_epochs:  # SAMGA rebuilds its optimiser here: fresh moments
+        s.opt.state.clear()
+    return {"stage": "fine" if c2f.is_fine(epoch) else "coarse", "mmd_weight": w}
+
+
+@torch.no_grad()
+def clip_each_seed(params: dict[str, torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` for every seed of a stack on its own: each seed's gradients (leading axis) scaled by
+    ``min(1, max_norm / (norm + 1e-6))`` of that seed's total norm."""
+    grads = [p.grad for p in params.values() if p.grad is not None]
+    if not grads:
+        return
+    norm = torch.stack([g.flatten(1).double().square().sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+    coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.to(g.dtype).view(-1, *[1] * (g.dim() - 1)))
 
 
 def progress_bar(show: bool, total: int, initial: int, desc: str):
