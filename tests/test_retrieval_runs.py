@@ -513,3 +513,15 @@ def test_the_riemannian_baseline_runs_and_evaluates_like_any_encoder(learnable, 
     )
     a = evaluate_run(tmp_path / "run", log=quiet)["final"]["sub-01"]["aggregate"]
     assert a["top1"]["sd"] == 0.0 and 0.0 <= a["top1"]["mean"] <= 1.0  # every seed the same closed-form map
+
+
+def test_shuffled_control_is_at_chance_where_the_true_pairs_learn(learnable, tmp_path):
+    """``data.shuffle_pairs``: the same encoder, data and steps as a run that identifies >= 8 of 40 test images
+    (``test_every_encoder_learns_far_above_chance``), with the training EEG dealt to shuffled images: at chance."""
+    cfg = config_for(learnable, **{"train.eeg_encoder": "linear", "data.shuffle_pairs": True})
+    train_run(cfg, tmp_path / "run", progress=False, log=quiet)
+    m = evaluate_run(tmp_path / "run", log=quiet)
+    a = m["final"]["sub-01"]["aggregate"]
+    # chance: 1/40 top-1, 5/40 top-5; 5 or more of 40 right by chance has p < 0.01
+    assert a["top1"]["mean"] < 5 / N_TEST and a["top5"]["mean"] < 0.35, a
+    assert "shuffled" in m["protocol"]["control"]

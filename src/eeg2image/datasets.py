@@ -35,6 +35,7 @@ class RetrievalSplit:
     image: np.ndarray | None = None  # (n_rows,) image index of each row; None: row r is image r
     subject: np.ndarray | None = None  # (n_rows,) 1-based subject number of each row; None: unknown (0)
     sfreq: float | None = None  # sampling rate of the EEG (Hz), when known
+    ch_names: tuple[str, ...] | None = None  # the EEG's channels, in order, when known (montage-aware encoders)
 
     def __post_init__(self) -> None:
         n_rows = self.eeg.shape[0]
@@ -71,6 +72,7 @@ class RetrievalSplit:
             new_index[self.image[rows]],
             self.subject[rows],
             self.sfreq,
+            self.ch_names,
         )
 
 
@@ -87,6 +89,7 @@ def join_subjects(splits: dict[int, RetrievalSplit]) -> RetrievalSplit:
         np.concatenate([sp.image for sp in splits.values()]),
         np.concatenate([np.full(len(sp), s, dtype=np.int64) for s, sp in splits.items()]),
         first.sfreq,
+        first.ch_names,
     )
 
 
@@ -160,7 +163,8 @@ def load_pairs(
         )
     data = np.asarray(eeg.data)
     data = torch.from_numpy(np.array(data if pick is None else data[:, :, pick], dtype=np.float32))  # a host copy
-    return RetrievalSplit(data, tables, concept_of(rel), sfreq=float(eeg.sfreq))
+    ch_names = tuple(eeg.ch_names) if pick is None else tuple(eeg.ch_names[i] for i in pick)
+    return RetrievalSplit(data, tables, concept_of(rel), sfreq=float(eeg.sfreq), ch_names=ch_names)
 
 
 def load_split(

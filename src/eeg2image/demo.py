@@ -4,7 +4,8 @@ Simulate a dataset with the real layout -> preprocess it (NICE-lineage defaults)
 images with the offline, ImageNet-trained EfficientNet-Lite0 (the plain view and the multi-level blur bank),
 EVNet through a seeded frozen adapter into the same space, and the simulator's generating features (an oracle)
 -> show what the data hold -> train the multi-level-blur EEG encoder, 3 seeds stacked, for each row of the
-reference recipe's ablation -> evaluate zero-shot retrieval on the test images and merge the rows into one
+reference recipe's ablation, beside ridge, Riemannian and shuffled-pairs rows on the same data -> evaluate
+zero-shot retrieval on the test images and merge the rows into one
 table -> reconstruction along the field's two paths: CognitionCapturerPro's experts (image, text, edge map) and
 fusion with one ridge aligner per seed (fitted on the targets: the semantic path), ridge from the EEG to the latents
 of an offline VAE trained on the training images (the low-level path), and the offline generator (a conditional
@@ -164,6 +165,19 @@ ABLATION: dict[str, tuple[str, dict]] = {
     "4-oracle": (
         "the simulator's generating features (`sim-features`): the ceiling of what the EEG side can learn here",
         {"data.image_encoder": "sim-features"},
+    ),
+    # the baselines no result counts without, on the same rows and target as 1-plain
+    "5-ridge-plain": (
+        "ridge from the averaged EEG to the target of 1-plain (closed form, penalty chosen on the validation concepts)",
+        {"data.image_encoder": IMAGE_ENCODER, "train.eeg_encoder": "ridge"},
+    ),
+    "6-riemann-plain": (
+        "Riemannian tangent space of the EEG covariances + ridge to the target of 1-plain (pyRiemann's recipe)",
+        {"data.image_encoder": IMAGE_ENCODER, "train.eeg_encoder": "riemann"},
+    ),
+    "7-shuffled-plain": (
+        "the control: 1-plain with the training EEG dealt to shuffled images (expected at chance)",
+        {"data.image_encoder": IMAGE_ENCODER, "data.shuffle_pairs": True},
     ),
 }
 FULL_RECIPE = "3-blur8-evnet-adapter"

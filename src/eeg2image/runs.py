@@ -33,7 +33,7 @@ from typing import Any, Literal
 from .config import ConfigError, from_dict, read_yaml, stage_config, to_dict
 from .io import check_option, check_range
 from .models.align import TARGET_VIEWS, AlignConfig
-from .models.eeg_encoders import check_eeg_encoder_name, check_eeg_options
+from .models.eeg_encoders import EEG_ENCODERS, check_eeg_encoder_name, check_eeg_options
 from .models.experts import ExpertsConfig
 from .models.fusion import TargetConfig
 from .models.prior import PriorConfig
@@ -65,6 +65,8 @@ __all__ = [
     "units_of",
 ]
 
+#: What a run's protocol says of the shuffled control (``data.shuffle_pairs``).
+SHUFFLED_CONTROL = "shuffled training pairs (data.shuffle_pairs): expected at chance"
 #: Weight selections a unit may hold: file name per selection.
 SELECTIONS = {"final": "final.safetensors", "validation_selected": "best.safetensors"}
 
@@ -83,6 +85,8 @@ class DataConfig:
     channels: str | list[str] | None = None  # pick channels of the preprocessed EEG: ubp17, ... or names (None: all)
     val_fraction: float = 0.1  # share of training concepts held out for validation (0: none)
     val_seed: int = 0
+    # the shuffled control: the training EEG paired with shuffled images (validation and test pairs kept true)
+    shuffle_pairs: bool = False
 
     def __post_init__(self) -> None:
         # recorded absolute: a run folder works from any directory (a relative path meant the caller's directory)
@@ -208,8 +212,12 @@ class TrainConfig:
         n_subjects: int = 10,
         modality_dims: dict[str, int] | None = None,
         view_dims: dict[str, int] | None = None,
+        ch_names: tuple[str, ...] | None = None,
     ) -> ModelConfig:
         """The model these settings train on EEG of ``n_chans`` x ``n_times`` at ``sfreq`` and ``dim``-d targets."""
+        options = dict(self.eeg_options)
+        if ch_names and "ch_names" in EEG_ENCODERS[self.eeg_encoder].known_options() and "ch_names" not in options:
+            options["ch_names"] = list(ch_names)  # a montage-aware encoder gets the data's channels
         return ModelConfig(
             eeg_encoder=self.eeg_encoder,
             n_chans=n_chans,
@@ -217,7 +225,7 @@ class TrainConfig:
             dim=dim,
             sfreq=float(sfreq) if sfreq else 250.0,
             n_subjects=n_subjects,
-            eeg_options=dict(self.eeg_options),
+            eeg_options=options,
             target=self.target,
             logit_scale=self.logit_scale,
             scale_mode=self.scale_mode,
@@ -385,6 +393,7 @@ def config_summary(cfg: RunConfig) -> dict[str, Any]:
         "batch_size": t.batch_size,
         "lr": t.lr,
         "val_fraction": cfg.data.val_fraction,
+        **({"control": SHUFFLED_CONTROL} if cfg.data.shuffle_pairs else {}),
         "select_on": cfg.select_on,
     }
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import ConfigError, check_option, check_range
+from ..io import ConfigError, DataFormatError, check_option, check_range
 
 __all__ = [
     "EEG_ENCODERS",
@@ -632,8 +632,11 @@ class _BraindecodeEncoder(EEGEncoder):
         """:meth:`braindecode_options`, where this wrapper's own default (not :data:`BRAINDECODE_DEFAULT`) wins."""
         own = cls._signature_options()
         return {
-            k: own[k] if own.get(k, BRAINDECODE_DEFAULT) is not BRAINDECODE_DEFAULT else v
-            for k, v in cls.braindecode_options().items()
+            **{
+                k: own[k] if own.get(k, BRAINDECODE_DEFAULT) is not BRAINDECODE_DEFAULT else v
+                for k, v in cls.braindecode_options().items()
+            },
+            **{k: own[k] for k in PRETRAINED_OPTIONS if k in own},
         }
 
     @classmethod
@@ -652,12 +655,64 @@ class _BraindecodeEncoder(EEGEncoder):
         kwargs = resolve_type_kwargs(cls, {**given, **(resolved or {})})
         self.net = cls(n_chans=self.n_chans, n_outputs=self.out_dim, n_times=self.n_times, sfreq=self.sfreq, **kwargs)
 
+    def _load_pretrained(self, source: str, freeze: bool) -> None:
+        """Start ``self.net`` from pretrained weights: ``source``'s ``model.safetensors`` (a local folder or a Hugging
+        Face repo in the cache, as braindecode's ``save_pretrained`` / ``push_to_hub`` write them; never downloaded).
+        Every tensor of the net is loaded but those of one module, the output layer (rebuilt for ``out_dim``); any
+        other mismatch (channels, times, options) is refused by name. ``freeze``: only that output layer trains (a
+        linear probe of the frozen network; its BatchNorm statistics still follow the data in training mode)."""
+        from safetensors.torch import load_file
+
+        from ..features.weights import file_fingerprint, resolve_hf_folder
+
+        what = f"braindecode {self.model_name} weights"
+        path = resolve_hf_folder(source, ("model.safetensors",), what) / "model.safetensors"
+        saved = load_file(str(path))
+        own = self.net.state_dict()
+        loaded = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+        fresh = sorted(k for k in own if k not in loaded)
+        left = sorted(k for k in saved if k not in loaded)
+        modules = {k.split(".")[0] for k in fresh + left}
+        if not loaded or len(modules) > 1:
+            shown = ", ".join(f"{k} {tuple(saved[k].shape)}" for k in left[:3]) or "none"
+            raise DataFormatError(
+                f"{path}: not the weights of {self.model_name} on {self.n_chans} channels x {self.n_times} samples "
+                f"with these options ({len(loaded)} of {len(own)} tensors fit; beyond the output layer, the file's {shown} "
+                "differ): pretrain on this montage and window, or choose them to match"
+            )
+        if freeze and not fresh:
+            raise ConfigError(f"{source}: every tensor came from the file, so freeze would leave nothing to train")
+        self.net.load_state_dict(loaded, strict=False)
+        if freeze:
+            for name, param in self.net.named_parameters():
+                param.requires_grad_(name in fresh)
+        self.pretrained = {"source": source, "weights": file_fingerprint(path), "fresh": sorted(modules)}
+
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
         out = self.net(x)
         return out[0] if isinstance(out, tuple | list) else out  # a few models return (output, extras)
 
 
 _D = BRAINDECODE_DEFAULT
+#: The generic wrapper's own options: pretrained weights (a folder or a cached HF repo) and whether to freeze them;
+#: the channels' names of a montage-aware model (filled from the data by the trainer).
+PRETRAINED_OPTIONS = ("pretrained", "freeze", "ch_names")
+
+
+def channel_positions(ch_names: list[str], sfreq: float) -> list[dict]:
+    """braindecode's ``chs_info`` for ``ch_names``: MNE's channel records with the positions of the standard 10-05
+    montage (THINGS-EEG2's 63 channels are 10-10 names); an unknown name is refused by name."""
+    import mne
+
+    info = mne.create_info(ch_names, sfreq, "eeg")
+    try:
+        info.set_montage("standard_1005", on_missing="raise")
+    except ValueError as exc:
+        raise ConfigError(
+            f"ch_names: {str(exc).splitlines()[0]} (positions come from the standard 10-05 montage)"
+        ) from None
+    return [dict(ch) for ch in info["chs"]]
+
 
 #: ``braindecode:<Name>``: any braindecode model by its class name, through the same wrapper.
 BRAINDECODE_PREFIX = "braindecode:"
@@ -687,12 +742,41 @@ def braindecode_encoder(name: str) -> type[EEGEncoder]:
     check_option("braindecode model", model, braindecode_models(), where=name)
     base = type(f"Braindecode{model}Encoder", (_BraindecodeEncoder,), {"model_name": model})
     options = {k: v for k, v in base.braindecode_options().items() if k not in _SIGNATURE}  # BrainModule's n_subjects
+    takes_montage = "chs_info" in inspect.signature(base.braindecode_class().__init__).parameters
 
-    def __init__(self, n_chans, n_times, out_dim, sfreq=250.0, n_subjects=10, **given):
+    def __init__(
+        self,
+        n_chans,
+        n_times,
+        out_dim,
+        sfreq=250.0,
+        n_subjects=10,
+        pretrained=None,
+        freeze=False,
+        ch_names=None,
+        **given,
+    ):
         for key in given:
-            check_option("option", key, list(options), where=f"{name} options")
+            check_option("option", key, [*options, *PRETRAINED_OPTIONS], where=f"{name} options")
+        if freeze and not pretrained:
+            raise ConfigError(f"{name} options: freeze needs pretrained (a folder or a Hugging Face repo id)")
         EEGEncoder.__init__(self, n_chans, n_times, out_dim, sfreq, n_subjects)
-        self._build({k: given.get(k, _D) for k in options})
+        montage = {}
+        if ch_names is not None:
+            if len(ch_names) != n_chans:
+                raise ConfigError(f"{name} options: ch_names names {len(ch_names)} channels, the EEG has {n_chans}")
+            montage = {"chs_info": channel_positions(list(ch_names), sfreq)}
+        try:  # the montage goes only to a model that asks for it (BENDR, say, takes chs_info of its own montage only)
+            self._build({k: given.get(k, _D) for k in options})
+        except (ValueError, TypeError) as exc:
+            if not montage or "chs_info" not in str(exc):
+                raise
+            self._build({k: given.get(k, _D) for k in options}, montage)
+        if ch_names is not None:
+            self._options["ch_names"] = list(ch_names)
+        if pretrained:
+            self._load_pretrained(str(pretrained), bool(freeze))
+            self._options.update(pretrained=str(pretrained), **({"freeze": True} if freeze else {}))
 
     shared = [
         inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, **({"default": d} if d is not None else {}))
@@ -701,10 +785,18 @@ def braindecode_encoder(name: str) -> type[EEGEncoder]:
     __init__.__signature__ = inspect.Signature(
         [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *shared]
         + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_D) for k in options]
+        + [
+            inspect.Parameter("pretrained", inspect.Parameter.KEYWORD_ONLY, default=None),
+            inspect.Parameter("freeze", inspect.Parameter.KEYWORD_ONLY, default=False),
+        ]
+        # a model whose constructor takes chs_info is given the data's channels by the trainer (used if it asks)
+        + ([inspect.Parameter("ch_names", inspect.Parameter.KEYWORD_ONLY, default=None)] if takes_montage else [])
     )
     doc = (
         f"braindecode's ``{model}`` (``braindecode.models.{model}``; its docstring cites its paper) with an "
-        f"``out_dim`` output layer. Options: its own constructor parameters ({', '.join(options) or 'none'})."
+        f"``out_dim`` output layer. Options: its own constructor parameters ({', '.join(options) or 'none'}); "
+        "``pretrained``: start from weights in a folder or the Hugging Face cache (its foundation models' published "
+        "checkpoints, never downloaded), fine-tuned, or with ``freeze: true`` frozen and probed by a new output layer."
     )
     cls = type(f"Braindecode{model}Encoder", (base,), {"__init__": __init__, "__doc__": doc})
     return register_eeg_encoder(name)(cls)

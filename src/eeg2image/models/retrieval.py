@@ -228,7 +228,8 @@ class SeedStack(nn.Module):
         params, buffers = stack_module_state(models)
         self.param_names, self.buffer_names = list(params), list(buffers)
         for n, p in params.items():
-            self.register_parameter(_mangle(n), nn.Parameter(p.detach().clone()))
+            # a frozen part (a probed pretrained encoder) stays frozen: no gradient, so the optimiser leaves it alone
+            self.register_parameter(_mangle(n), nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
         for n, b in buffers.items():
             self.register_buffer(_mangle(n), b.clone())
         base = copy.deepcopy(models[0]).to("meta")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..config import save_config, to_dict
 from ..datasets import concept_disjoint_split, join_subjects, load_split, view_table_names
@@ -169,9 +170,19 @@ def load_unit_data(cfg: RunConfig, unit: Unit):
     split = load_unit_split(cfg, unit)
     check_views(split.views, cfg.train.experts or cfg.train.target)
     if d.val_fraction <= 0:
-        return split, None
+        return shuffled_pairs(split, d.val_seed) if d.shuffle_pairs else split, None
     tr, va = concept_disjoint_split(split.concept, d.val_fraction, d.val_seed)
-    return split.subset(tr), split.subset(va)
+    train = split.subset(tr)
+    return shuffled_pairs(train, d.val_seed) if d.shuffle_pairs else train, split.subset(va)
+
+
+def shuffled_pairs(split, seed: int):
+    """The shuffled control (``data.shuffle_pairs``): the training EEG rows (with their subject) dealt to the images
+    in a seeded random order, so no row is paired with the image it saw (but by chance). Validation and test keep
+    their true pairs: a model trained so should score at chance there."""
+    perm = torch.as_tensor(np.random.default_rng([seed, 0x5EED]).permutation(len(split)))
+    split.eeg, split.subject = split.eeg[perm], split.subject[perm.numpy()]
+    return split
 
 
 def fingerprint(cfg: RunConfig, unit: Unit, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -161,7 +161,9 @@ class TrainState:
         view_dims = {v: train.views[v].shape[1] for v in cfg.target.layer_views} if not cfg.experts else {}
         if view_dims:  # the layer router's views keep their own widths
             dim = view_dims[cfg.target.layer_views[0]]
-        mcfg = cfg.model_config(train.eeg.shape[2], train.eeg.shape[3], dim, train.sfreq, n_subjects, dims, view_dims)
+        mcfg = cfg.model_config(
+            train.eeg.shape[2], train.eeg.shape[3], dim, train.sfreq, n_subjects, dims, view_dims, train.ch_names
+        )
         stack = SeedStack(build_models(mcfg, seeds, train.views), resolve_engine(engine, dev)).to(dev)
         model, group = wrap(stack, dev, dist)
         # fused: one kernel per step for all tensors (CPU and CUDA), ~16% of a training step on CPU at 1280-d
