@@ -677,8 +677,8 @@ class _BraindecodeEncoder(EEGEncoder):
             shown = ", ".join(f"{k} {tuple(saved[k].shape)}" for k in left[:3]) or "none"
             raise DataFormatError(
                 f"{path}: not the weights of {self.model_name} on {self.n_chans} channels x {self.n_times} samples "
-                f"with these options ({len(loaded)} of {len(own)} tensors fit; beyond the output layer, the file's {shown} "
-                "differ): pretrain on this montage and window, or choose them to match"
+                f"with these options ({len(loaded)} of {len(own)} tensors fit; beyond the output layer, the file's "
+                f"{shown} differ): pretrain on this montage and window, or choose them to match"
             )
         if freeze and not fresh:
             raise ConfigError(f"{source}: every tensor came from the file, so freeze would leave nothing to train")
