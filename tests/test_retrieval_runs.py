@@ -198,7 +198,19 @@ def test_sweep_runs_jobs_and_merges_seeds(learnable, tmp_path):
     rows = json.loads((out / "results.json").read_text())["rows"]
     final = [r for r in rows if r["selection"] == "final"]
     assert len(final) == 1 and final[0]["seeds"] == ["0", "1", "2"] and final[0]["aggregate"]["top1"]["n"] == 3
-    assert "| ved | sub-01 | final | 3 |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| ved | sub-01 | final | 3 |" in md and "No classical baseline among these rows" in md
+
+
+def test_the_table_names_its_classical_baselines():
+    from eeg2image.evaluation.table import baseline_note
+
+    rows = [{"config": c} for c in ("ved", "ridge-plain")]
+    protocols = {"ved": {"eeg_encoder": "ved"}, "ridge-plain": {"eeg_encoder": "ridge"}}
+    assert baseline_note({"rows": rows, "protocols": protocols}) == (
+        "Classical baselines on the same data: `ridge-plain` (ridge)."
+    )
+    assert "No classical baseline" in baseline_note({"rows": rows[:1], "protocols": protocols})
 
 
 def test_sweep_submits_an_array_through_submitit_and_merges(learnable, tmp_path):

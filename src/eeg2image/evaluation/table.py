@@ -150,10 +150,29 @@ def table_markdown(merged: dict[str, Any], descriptions: dict[str, str] | None =
                 f"{100 * a['top5']['mean']:.2f} ± {100 * a['top5']['sd']:.2f} %. No other row of this table was "
                 "chosen by anything, and none by its test number."
             )
+    if merged["rows"]:
+        lines += ["", baseline_note(merged)]
     if descriptions:
         lines += ["", "| config | what it is |", "|---|---|"]
         lines += [f"| {name} | {text} |" for name, text in descriptions.items()]
     return "\n".join(lines) + "\n"
+
+
+#: The classical baselines every learned retrieval result is read beside (``training.closed_form``).
+BASELINES = ("ridge", "riemann")
+
+
+def baseline_note(merged: dict[str, Any]) -> str:
+    """Which rows are the classical baselines, or the warning that the table lacks them."""
+    encoders = {n: str(p.get("eeg_encoder", "")) for n, p in merged["protocols"].items()}
+    rows = {r["config"] for r in merged["rows"]}
+    found = sorted(n for n in rows if encoders.get(n) in BASELINES)
+    if found:
+        return f"Classical baselines on the same data: {', '.join(f'`{n}` ({encoders[n]})' for n in found)}."
+    return (
+        "**No classical baseline among these rows**: read a learned number beside ridge and Riemannian rows on the "
+        "same data and seeds (`--encoder ridge`, `--encoder riemann`; seconds to fit)."
+    )
 
 
 def write_table(
