@@ -10,6 +10,8 @@ store), then trains and evaluates, each with the demo's recipe (``configs/run/de
 - ``final``: the final embedding (1280-d pooled head), as the peers align;
 - ``layers/layer-K``: one stage each; the stage reported is the one best on the *validation* concepts
   (``table --choose``'s rule: the training histories only), with its test numbers;
+- ``projected/layer-K`` and ``projected/final``: the same through a learned linear projector into 256 dimensions
+  (Shallow Alignment's recipe), the layer again chosen on validation;
 - ``router``: SAMGA's subject-aware layer router over the 7 stages and the final embedding (a pre-projector per
   width, a Linear per layer into 256 dimensions, one softmax weight per layer, the global weights at test);
 - the same with SAMGA's coarse-to-fine schedule (``router-c2f``: 8 of the 20 epochs MMD -> InfoNCE, then InfoNCE with
@@ -55,6 +57,10 @@ def plan_runs(workdir: Path, out: Path) -> dict[Path, object]:
     }
     plan = {out / "final": cfg(**{"data.image_encoder": FINAL})}
     plan.update({out / "layers" / f"layer-{k}": cfg(**{"data.image_encoder": stage(k)}) for k in STAGES})
+    # Shallow Alignment's recipe: each layer (and the final embedding) through a linear projector into 256-d
+    proj = {"train.target.projector_dim": 256}
+    plan.update({out / "projected" / f"layer-{k}": cfg(**{"data.image_encoder": stage(k)}, **proj) for k in STAGES})
+    plan[out / "projected" / "final"] = cfg(**{"data.image_encoder": FINAL}, **proj)
     plan[out / "router"] = cfg(**router)
     plan[out / "router-c2f"] = cfg(
         **router,
@@ -112,6 +118,7 @@ def table(out: Path) -> str:
         "|---|---|---|---|---|",
     ]
     layers = validation_choice(out / "layers")
+    projected = validation_choice(out / "projected")
     ridge_layers = validation_choice(out / "ridge-layers")
     lines.append(line("VED, final layer", "effnet-lite0 (1280-d)", out / "final", _val(out / "final")))
     k = layers["chosen"]
@@ -121,6 +128,15 @@ def table(out: Path) -> str:
             f"effnet-lite0:{k.replace('-', '=')}",
             out / "layers" / k,
             layers["validation"][k],
+        )
+    )
+    pk = projected["chosen"]
+    lines.append(
+        line(
+            f"VED, validation-chosen layer + linear projector ({pk})",
+            f"effnet-lite0{'' if pk == 'final' else ':' + pk.replace('-', '=')} -> Linear(256)",
+            out / "projected" / pk,
+            projected["validation"][pk],
         )
     )
     for name, what in (
@@ -154,6 +170,7 @@ def table(out: Path) -> str:
     every = ", ".join(f"{n} {100 * v:.1f}" for n, v in layers["validation"].items())
     ridge_every = ", ".join(f"{n} {100 * v:.1f}" for n, v in ridge_val.items())
     test_every = ", ".join(f"{n} {100 * _row(out / 'layers' / n)['top1']['mean']:.1f}" for n in layers["validation"])
+    proj_every = ", ".join(f"{n} {100 * v:.1f}" for n, v in projected["validation"].items())
     lines += [
         "",
         "Chance: top-1 2 %, top-5 10 % (50 test images). Validation-selected weights (each seed's best epoch on the "
@@ -161,6 +178,7 @@ def table(out: Path) -> str:
         f"VED validation top-1 % per stage: {every}.",
         f"VED test top-1 % per stage (shown, never used to choose): {test_every}.",
         f"Ridge validation top-1 % per stage: {ridge_every}.",
+        f"VED + linear projector validation top-1 % per stage: {proj_every}.",
     ]
     return "\n".join(lines)
 
@@ -179,7 +197,7 @@ def main() -> None:
     from eeg2image.features.embed import embed_images
     from eeg2image.features.encoders import build_image_encoder
     from eeg2image.features.views import parse_views
-    from eeg2image.pipeline import run_all
+    from eeg2image.pipeline import train_and_evaluate
 
     work = args.workdir
     t0 = time.perf_counter()
@@ -188,7 +206,8 @@ def main() -> None:
             work / "things-eeg2-simulated", work / "embeddings", parse_views("original"), build_image_encoder(stage(k))
         )
     out = work / "layer-table"
-    run_all(plan_runs(work, out), out, progress=False, log=lambda m: print("  " + m, flush=True))
+    for run_dir, cfg in plan_runs(work, out).items():  # a finished run is kept (rerunning adds only what is new)
+        train_and_evaluate(cfg, run_dir, progress=False, log=lambda m: print("  " + m, flush=True))
     md = table(out)
     (out / "layer_table.md").write_text(md + "\n")
     print(md)

@@ -113,3 +113,25 @@ def test_neuralbench_metrics_follow_its_definitions():
     assert abs(np.mean(aucs) - 0.5) < 0.02  # chance
     perfect = neuralbench_metrics(np.eye(n), np.arange(n))
     assert perfect == {"neuralbench_auc": 1.0, "neuralbench_batch64_top1": 1.0, "neuralbench_batch64_top5": 1.0}
+
+
+def test_validation_ranks_in_galleries_of_one_image_per_concept_as_the_test_does():
+    from eeg2image.models.ranking import concept_galleries, ranking_metrics, validation_metrics
+
+    concept = np.array([0, 0, 1, 1, 2, 2])
+    assert [g.tolist() for g in concept_galleries(concept)] == [[0, 2, 4], [1, 3, 5]]
+    assert [g.tolist() for g in concept_galleries(np.array([0, 0, 0, 1]))] == [[0, 3]]  # a 1-image gallery is left out
+    # each query scores its own concept's other image above its own: among all images it is second, in its
+    # one-per-concept gallery it is first
+    sim = np.full((6, 6), 0.0)
+    for q in range(6):
+        sim[q, q] = 0.8
+        sim[q, q ^ 1] = 0.9  # the same concept's other image
+    img = np.arange(6)
+    assert ranking_metrics(sim, img)["top1"] == 0.0
+    assert validation_metrics(sim, img, concept)["top1"] == 1.0
+    # one image per concept (the test's gallery): the same numbers as ranking_metrics, with leading axes
+    rng = np.random.default_rng(0)
+    sims = rng.normal(size=(3, 7, 7))
+    for k, v in validation_metrics(sims, np.arange(7), np.arange(7)).items():
+        np.testing.assert_array_equal(v, ranking_metrics(sims, np.arange(7))[k])

@@ -20,7 +20,7 @@ import torch
 from ..datasets import RetrievalSplit
 from ..io import ConfigError
 from ..models.eeg_encoders import EEG_ENCODERS, ClosedFormEncoder, check_eeg_encoder_name
-from ..models.ranking import cosine_similarity, ranking_metrics
+from ..models.ranking import cosine_similarity, validation_metrics
 from ..models.retrieval import embed_targets
 from ..models.ridge import RidgeConfig, _Fitter
 from ..runs import TrainConfig
@@ -64,7 +64,7 @@ def fit_closed_form(state, train: RetrievalSplit, val: RetrievalSplit | None, se
             xv = enc.features(q.to(state.dev)).double().cpu().numpy()
             tv = embed_targets(stack, val.views)[0].cpu().numpy()
             for a in sorted(grid, reverse=True):  # strictly better wins: the larger penalty on a tie
-                m = ranking_metrics(cosine_similarity(fit.predict(xv, fit.weight(a)), tv), img)
+                m = validation_metrics(cosine_similarity(fit.predict(xv, fit.weight(a)), tv), img, val.concept)
                 history.append({"alpha": a, **{k: float(v) for k, v in m.items()}})
             alpha = max(history, key=lambda h: h[select_on])["alpha"]
         else:

@@ -37,7 +37,7 @@ from ..datasets import RetrievalSplit
 from ..io import Eeg2ImageError, fault_point
 from ..models.dropout import step_key
 from ..models.experts import MASK_KEY, modality_mask
-from ..models.ranking import cosine_similarity, ranking_metrics
+from ..models.ranking import cosine_similarity, validation_metrics
 from ..models.retrieval import SeedStack, build_models, embed_eeg, embed_targets, resolve_engine
 from ..runs import TrainConfig
 from .checkpoint import has_checkpoint, load_state, read_meta, save_state
@@ -373,18 +373,20 @@ def train_step(s: TrainState, epoch: int, b: int, step: int, batch: list[torch.T
 
 
 def validate(s: TrainState, epoch: int, select_on: str) -> dict[str, Any]:
-    """Rank the validation images for every seed (``models.ranking``: the rule evaluation reports) and keep each
+    """Rank the validation images for every seed (``models.ranking``: the rule evaluation reports, in galleries of one
+    image per concept as the test's) and keep each
     seed's weights at its best epoch so far; returns the ``val_*`` entries of the epoch's record."""
     q, sub, img = s.val_queries
     eeg, targets = embed_eeg(s.stack, q, sub), embed_targets(s.stack, s.val.views)
     if s.cfg.experts is not None:  # each key ranked; the configured key selects
         per_key = {
-            k: ranking_metrics(cosine_similarity(eeg[k].cpu().numpy(), targets[k].cpu().numpy()), img) for k in eeg
+            k: validation_metrics(cosine_similarity(eeg[k].cpu().numpy(), targets[k].cpu().numpy()), img, s.val.concept)
+            for k in eeg
         }
         m = per_key[s.cfg.experts.select_key]
         extra = {f"val_{k}_{name}": v.tolist() for k, mk in per_key.items() for name, v in mk.items()}
     else:
-        m = ranking_metrics(cosine_similarity(eeg.cpu().numpy(), targets.cpu().numpy()), img)
+        m = validation_metrics(cosine_similarity(eeg.cpu().numpy(), targets.cpu().numpy()), img, s.val.concept)
         extra = {}
     score = m[select_on]
     improved = score > s.best_score
