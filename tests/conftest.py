@@ -121,3 +121,16 @@ def learnable_generator(learnable, tmp_path_factory):
     args += ["--targets", "image", "--latents", f"vae:{root / 'vae'}", "--quiet", *as_sets(DECODER_SETS)]
     run(*args)
     return root, args
+
+
+#: The tiny THINGS-MEG: 6 training and 3 test concepts x 2 images shown once, 3 test images shown 12 times.
+TINY_MEG = {"n_train_concepts": 6, "images_per_concept": 2, "n_test_concepts": 3, "modality": "meg", "seed": 4}
+
+
+@pytest.fixture(scope="session")
+def tiny_meg(tmp_path_factory) -> Path:
+    """A tiny simulated THINGS-MEG in the official layout (ds004212 epochs + THINGS images and metadata). Shared:
+    read it, never write below it."""
+    root = tmp_path_factory.mktemp("meg") / "things-meg"
+    simulate_dataset(root, simulation_config("tiny", **TINY_MEG), progress=False)
+    return root

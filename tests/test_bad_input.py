@@ -3,7 +3,8 @@
 Each case asserts exit status 2, one line on stderr naming the file or key and what was expected, no traceback,
 and nothing written or overwritten (every file below the case's folder fingerprinted before and after; the
 empty lock file a locking command keeps is the one allowed trace). Families: raw files, unsafe pickles, the
-preprocessed layouts (official, NICE/ATM, UBP), image sets, embedding stores, run folders, configs, usage.
+preprocessed layouts (official, NICE/ATM, UBP), image sets, embedding stores, run folders, configs, usage, and
+THINGS-MEG (its official epochs and THINGS' images).
 """
 
 from __future__ import annotations
@@ -51,8 +52,21 @@ def trained(tiny_dataset, tiny_nice, tiny_oracle_store, tmp_path_factory) -> Pat
 class Case:
     """One corpus entry: ``setup(env)`` damages a copy under ``env.tmp`` and returns the command line."""
 
-    def __init__(self, tmp: Path, dataset: Path, trained: Path | None):
-        self.tmp, self.dataset, self.trained = tmp, dataset, trained
+    def __init__(self, tmp: Path, dataset: Path, trained: Path | None, meg: Path | None = None):
+        self.tmp, self.dataset, self.trained, self.meg = tmp, dataset, trained, meg
+
+    def meg_epochs(self, edit) -> list[str]:
+        """``preprocess`` on a mirror of the tiny THINGS-MEG whose epochs file is rewritten by ``edit(data, events,
+        ch_names, sfreq)`` -> the same four (``data.things_meg.write_meg_epochs``)."""
+        from eeg2image.data.things_meg import open_meg_epochs, write_meg_epochs
+
+        ds = mirror(self.meg, self.tmp / "meg")
+        path = next(ds.rglob("preprocessed_P1-epo.fif"))
+        ep = open_meg_epochs(self.meg / path.relative_to(ds))
+        data, events, names, sfreq = edit(ep.load(range(len(ep.events))), ep.events.copy(), list(ep.ch_names), 200.0)
+        unlink_for_writing(path)
+        write_meg_epochs(path, data, events, float(ep.times[0]), names, sfreq)
+        return ["preprocess", ds, self.tmp / "out", "--quiet"]
 
     def ds(self, *copy: str) -> Path:
         """A mirror of the tiny dataset under tmp/ds (``copy``: paths copied for real)."""
@@ -647,6 +661,48 @@ USAGE_CASES = {
     ),
 }
 
+
+def _drop_one_test_repetition(d, ev, n, sf):
+    tid = next(i for i in np.unique(ev) if (ev == i).sum() == 12)
+    keep = np.arange(len(ev)) != np.flatnonzero(ev == tid)[0]
+    return d[keep], ev[keep], n, sf
+
+
+def _missing_image(c):
+    ds = mirror(c.meg, c.tmp / "meg")
+    victim = sorted((ds / "THINGS" / "Images").rglob("*.jpg"))[0]
+    victim.unlink()
+    return ["preprocess", ds, c.tmp / "out", "--quiet"]
+
+
+#: THINGS-MEG's official epochs and THINGS' images (``data.things_meg``, ``data.preprocess_meg``).
+MEG_CASES = {
+    "meg epochs other channels": (
+        lambda c: c.meg_epochs(lambda d, ev, n, sf: (d[:, 1:], ev, n[1:], sf)),
+        r"preprocessed_P1-epo.fif: key 'ch_names': 270 channels, expected THINGS-MEG's 271 CTF sensors",
+    ),
+    "meg epochs other rate": (
+        lambda c: c.meg_epochs(lambda d, ev, n, sf: (d, ev, n, 250.0)),
+        r"preprocessed_P1-epo.fif: key 'sfreq' is 250 Hz, expected 200",
+    ),
+    "meg epochs without catch-trial coding": (
+        lambda c: c.meg_epochs(lambda d, ev, n, sf: (d[ev != 999999], ev[ev != 999999], n, sf)),
+        r"preprocessed_P1-epo.fif: key 'events': no catch trial coded 999999",
+    ),
+    "meg test image with 11 repetitions": (
+        lambda c: c.meg_epochs(_drop_one_test_repetition),
+        r"preprocessed_P1-epo.fif: key 'events': image ids shown neither once .* nor 12 times .*\(11x\)",
+    ),
+    "meg events beyond image_paths.csv": (
+        lambda c: c.meg_epochs(lambda d, ev, n, sf: (d, np.where(ev == ev.min(), 5000, ev), n, sf)),
+        r"key 'events': ids \[5000\] exceed the \d+ rows of .*image_paths.csv",
+    ),
+    "meg image missing from THINGS": (
+        _missing_image,
+        r"images named by image_paths.csv are missing",
+    ),
+}
+
 NEEDS_RUN = set(STORE_CASES) | set(RUN_CASES)
 CASES = {
     **RAW_CASES,
@@ -658,6 +714,7 @@ CASES = {
     **RUN_CASES,
     **CONFIG_CASES,
     **USAGE_CASES,
+    **MEG_CASES,
 }
 
 
@@ -669,7 +726,8 @@ def test_the_corpus_is_large_enough():
 def test_bad_input_is_refused_by_name_and_changes_nothing(name, request, tiny_dataset, tmp_path, capsys):
     setup, named = CASES[name]
     trained = request.getfixturevalue("trained") if name in NEEDS_RUN else None
-    case = Case(tmp_path / "case", tiny_dataset, trained)
+    meg = request.getfixturevalue("tiny_meg") if name in MEG_CASES else None
+    case = Case(tmp_path / "case", tiny_dataset, trained, meg)
     case.tmp.mkdir()
     args = setup(case)
     before = fingerprint(case.tmp)

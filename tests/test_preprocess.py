@@ -248,7 +248,7 @@ def test_unknown_names_are_config_errors():
         preset_config("nicer")
     with pytest.raises(ConfigError, match=r"unknown channel set 'all64'; known: all63, raw63"):
         PreprocessConfig(channels="all64")
-    with pytest.raises(ConfigError, match=r"channels \['Q1'\] are not THINGS-EEG2 channels"):
+    with pytest.raises(ConfigError, match=r"channels \['Q1'\] are not THINGS-EEG2 or THINGS-MEG channels"):
         preset_config("nice", channels=["O1", "Q1"])
     with pytest.raises(ConfigError, match=r"unknown MVNN mode 'none'; known: epochs, time"):
         pp.noise_covariance(np.zeros((2, 2, 3, 4)), "none")

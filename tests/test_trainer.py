@@ -193,14 +193,18 @@ def test_drop_last_and_schedule_switches():
 def test_validation_ranks_exactly_as_evaluation_reports():
     """The validation numbers a checkpoint is selected on are the ones evaluation's metric code gives for the same
     weights and images, ties included: pairs of validation images share one embedding, so their targets tie
-    exactly and, counted against the model, neither can be top-1."""
+    exactly and, counted against the model, neither can be top-1. With one validation image per concept (the test
+    gallery's kind) the gallery is every validation image; with several, each query is ranked among one image per
+    concept, and evaluation's code on those galleries gives the same numbers."""
     from eeg2image.evaluation.retrieval import cosine_similarity, retrieval_metrics
     from eeg2image.models.retrieval import embed_targets
 
     split = random_split()
     views = split.views["original"].clone()
     views[73::2] = views[72::2]  # validation images 72/73, 74/75, ...: identical embeddings
-    split = RetrievalSplit(split.eeg, {"original": views}, split.concept)
+    concept = split.concept.copy()
+    concept[72:] = np.arange(100, 124)  # one image per validation concept, as the test's gallery
+    split = RetrievalSplit(split.eeg, {"original": views}, concept)
     train, val = split.subset(np.arange(72)), split.subset(np.arange(72, 96))
     res = train_seeds(TrainConfig(eeg_encoder="linear", epochs=2, batch_size=32), [0, 1], train, val, device="cpu")
     q, sub, img = val.queries()
@@ -210,3 +214,15 @@ def test_validation_ranks_exactly_as_evaluation_reports():
         m = retrieval_metrics(cosine_similarity(e[i], g[i]), img)
         assert (m["top1"], m["top5"], m["mrr"]) == (last["val_top1"][i], last["val_top5"][i], last["val_mrr"][i])
         assert m["top1"] == 0.0  # every target ties with its twin
+    # four images per validation concept (the demo's and THINGS-EEG2's kind): galleries of one image per concept
+    plain = random_split(seed=1)
+    train, val = plain.subset(np.arange(72)), plain.subset(np.arange(72, 96))  # 6 concepts x 4 images
+    res = train_seeds(TrainConfig(eeg_encoder="linear", epochs=2, batch_size=32), [0], train, val, device="cpu")
+    q, sub, img = val.queries()
+    sim = cosine_similarity(embed_eeg(res.stack, q, sub).numpy()[0], embed_targets(res.stack, val.views).numpy()[0])
+    ranks = []
+    for j in range(4):  # gallery j: the j-th image of each of the 6 concepts
+        gal = np.arange(j, 24, 4)
+        ranks += [int((sim[k, gal] >= sim[k, k]).sum()) - 1 for k in gal]
+    top1 = float(np.mean(np.array(ranks) < 1))
+    assert res.history[-1]["val_top1"][0] == top1

@@ -51,21 +51,25 @@ def simulate(
     subjects: Annotated[str | None, typer.Option(help="Comma-separated subject numbers.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the whole simulation.")] = None,
     formats: Annotated[str, typer.Option(help="Extra preprocessed layouts: nice,ubp.")] = "",
+    modality: Annotated[
+        str, typer.Option(help="eeg: THINGS-EEG2 | meg: THINGS-MEG (official epochs + THINGS images).")
+    ] = "eeg",
     config: Annotated[Path | None, typer.Option(help="YAML SimulationConfig (over the preset).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
-    """Write a simulated THINGS-EEG2 with the real on-disk layout (raw, preprocessed, images, metadata)."""
+    """Write a simulated THINGS-EEG2 (or THINGS-MEG) with the real on-disk layout."""
     from .config import parse_sets, to_dict
     from .data.simulate import simulate_dataset, simulation_config
 
-    over = {"subjects": _ints(subjects), "seed": seed, **parse_sets(set_)}
+    over = {"subjects": _ints(subjects), "seed": seed, "modality": modality, **parse_sets(set_)}
     cfg = simulation_config(preset, config, over)
     fmts = tuple(f for f in formats.split(",") if f)
     t0 = time.perf_counter()
     simulate_dataset(out, cfg, formats=fmts)
     c = to_dict(cfg)
+    what = "THINGS-MEG" if cfg.modality == "meg" else "THINGS-EEG2"
     typer.echo(
-        f"simulated THINGS-EEG2 ({cfg.preset}) in {out} in {time.perf_counter() - t0:.1f} s: "
+        f"simulated {what} ({cfg.preset}) in {out} in {time.perf_counter() - t0:.1f} s: "
         f"{c['n_train_concepts']} x {c['images_per_concept']} training images, {c['n_test_concepts']} test "
         f"images, subjects {c['subjects']}"
     )
@@ -73,16 +77,32 @@ def simulate(
 
 @app.command()
 def preprocess(
-    root: Annotated[Path, typer.Argument(help="Dataset root (holding raw_data/).")],
+    root: Annotated[Path, typer.Argument(help="Dataset root: THINGS-EEG2 (raw_data/) or THINGS-MEG (ds004212).")],
     out: Annotated[Path, typer.Argument(help="Output folder; sub-XX/ is written inside.")],
     subjects: Annotated[str, typer.Option(help="Comma-separated subject numbers.")] = "1",
     preset: Annotated[str, typer.Option(help="nice (63 ch, 250 Hz) | authors (17 ch, 100 Hz) | ubp.")] = "nice",
     config: Annotated[Path | None, typer.Option(help="YAML PreprocessConfig (over the preset).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    things: Annotated[
+        Path | None, typer.Option(help="THINGS-MEG: THINGS' folder (Images/, Metadata/); default ROOT/THINGS.")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Raw EEG -> epoched, whitened, memory-mappable arrays with a manifest (resumable)."""
+    """Raw EEG -> epoched, whitened, memory-mappable arrays with a manifest (resumable); on a THINGS-MEG root, its
+    official epochs -> the peers' train / test split (MEGSplitConfig) and an image set."""
     from .config import parse_sets, save_config, to_dict
+    from .data.things_meg import is_meg_root
+
+    if is_meg_root(root):
+        from .data.preprocess_meg import meg_split_config, split_subject
+
+        mcfg = meg_split_config(None, config, **parse_sets(set_))
+        for s in _ints(subjects) or [1]:
+            t0 = time.perf_counter()
+            folder = split_subject(root, out, s, mcfg, things=things, progress=not quiet)
+            save_config(mcfg, folder / "config.yaml")
+            typer.echo(f"{folder}: THINGS-MEG P{s} split in {time.perf_counter() - t0:.1f} s (images: {out}/image_set)")
+        return
     from .data.preprocess import preprocess_subject, preset_config
 
     cfg = preset_config(preset, config, parse_sets(set_))

@@ -18,6 +18,7 @@ from .things_eeg2 import (
     read_preprocessed,
     read_raw_file,
 )
+from .things_meg import is_meg_root
 
 Status = Literal["ok", "missing", "error", "note"]
 
@@ -53,6 +54,8 @@ def inspect_dataset(root: str | Path, deep: bool = False) -> list[Finding]:
     if sim.is_file():
         cfg = read_json(sim).get("config", {})
         out.append(Finding("dataset", "simulated", "note", f"eeg2image simulation, preset {cfg.get('preset')!r}"))
+    if is_meg_root(root):
+        return out + _inspect_meg(root, deep)
 
     # image set
     try:
@@ -155,6 +158,48 @@ def inspect_dataset(root: str | Path, deep: bool = False) -> list[Finding]:
                 "eeg2image", str(man.parent.relative_to(root)), "ok", f"preset {m['config'].get('preset')!r}: {shapes}"
             )
         )
+    return out
+
+
+def _inspect_meg(root: Path, deep: bool) -> list[Finding]:
+    """A THINGS-MEG root: each participant's official epochs (``deep``: opened and checked, their design counted)
+    and THINGS' metadata and images."""
+    from .things_meg import CATCH_ID, ThingsImages, _epochs_folders, open_meg_epochs
+
+    out = [Finding("dataset", "THINGS-MEG", "note", "official epochs (OpenNeuro ds004212 derivatives)")]
+    for folder in _epochs_folders(root):
+        for f in sorted(folder.glob("preprocessed_P*-epo.fif")):
+            item = f"{f.parent.relative_to(root)}/{f.name}"
+            if not deep:
+                out.append(Finding("epochs", item, "ok", f"{_size(f)} (--deep to open)"))
+                continue
+            try:
+                ep = open_meg_epochs(f)
+                _, counts = np.unique(ep.events[ep.events != CATCH_ID], return_counts=True)
+                detail = (
+                    f"{len(ep.events)} epochs x {len(ep.ch_names)} sensors x {len(ep.times)} samples at "
+                    f"{ep.sfreq:g} Hz ({ep.times[0]:.3f}..{ep.times[-1]:.3f} s); {int((counts == 1).sum())} images "
+                    f"shown once, {int((counts > 1).sum())} repeated (x{int(counts.max())}), "
+                    f"{int((ep.events == CATCH_ID).sum())} catch"
+                )
+                out.append(Finding("epochs", item, "ok", detail))
+            except Eeg2ImageError as exc:
+                out.append(Finding("epochs", item, "error", str(exc)))
+    try:
+        things = ThingsImages.discover(root)
+        present = sum(things.file(i).is_file() for i in range(1, len(things.paths) + 1))
+        status = "ok" if present == len(things.paths) else "missing"
+        out.append(
+            Finding(
+                "images",
+                str(things.root.relative_to(root)) if things.root != root else ".",
+                status,
+                f"image_paths.csv: {len(things.paths)} images of {len(set(things.concept_index.tolist()))} "
+                f"concepts; {present} on disk",
+            )
+        )
+    except Eeg2ImageError as exc:
+        out.append(Finding("images", "THINGS", "missing", str(exc)))
     return out
 
 

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..config import stage_config, to_dict
 from ..io import (
+    ConfigError,
     DataFormatError,
     Eeg2ImageError,
     MissingDataError,
@@ -43,6 +44,7 @@ from ..io import (
 )
 from .things_eeg2 import (
     PARTITIONS,
+    RAW_CHANNEL_ORDER,
     TARGET_ID,
     EEGArray,
     Partition,
@@ -88,7 +90,9 @@ class PreprocessConfig:
             raise ValueError("reps_training and reps_test must be >= 1")
         if not self.sessions or len(set(self.sessions)) != len(self.sessions):
             raise ValueError(f"sessions must be distinct session numbers, got {self.sessions}")
-        resolve_channels(self.channels)
+        meg = [c for c in resolve_channels(self.channels) if c not in RAW_CHANNEL_ORDER]
+        if meg:
+            raise ConfigError(f"channels: {meg[:3]} are THINGS-MEG sensors; THINGS-EEG2's preprocessing takes EEG ones")
 
 
 def preset_config(
@@ -524,12 +528,14 @@ def _is_current(final: Path, raw_root: Path, subject: int, cfg: PreprocessConfig
 
 
 def read_our_preprocessed(folder: str | Path, partition: Partition) -> EEGArray:
-    """Open ``eeg2image preprocess`` output memory-mapped, validated against its manifest."""
+    """Open ``eeg2image preprocess`` output memory-mapped, validated against its manifest (EEG, or THINGS-MEG's
+    split: the file each partition's manifest entry names)."""
     folder = Path(folder)
     man = read_json(folder / "manifest.json")
     if man.get("stage") != "preprocess":
         raise DataFormatError(f"{folder / 'manifest.json'}: not a preprocess manifest (stage {man.get('stage')!r}).")
     eeg_name, ses_name = OUR_FILES[partition]
+    eeg_name = (man.get("outputs", {}).get(partition) or {}).get("file", eeg_name)  # MEG: <partition>_meg.npy
     path = folder / eeg_name
     if not path.is_file():
         raise MissingDataError(f"{path}: missing; rerun `eeg2image preprocess`.")

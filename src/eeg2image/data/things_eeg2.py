@@ -46,6 +46,7 @@ from ..io import (
     check_option,
     load_pickled,
 )
+from .things_meg import ATM_FILES, MEG_CHANNEL_SETS, MEG_CHANNELS, MEG_SFREQ, read_atm_meg
 
 Partition = Literal["training", "test"]
 PARTITIONS: tuple[Partition, Partition] = ("training", "test")
@@ -228,13 +229,15 @@ REPS_PER_SESSION = {"training": 2, "test": 20}
 
 
 def resolve_channels(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """A named channel set (``all63``, ``occipitoparietal17``, ``ubp17``, ``raw63``) or an explicit list."""
+    """A named channel set (``all63``, ``occipitoparietal17``, ``ubp17``, ``raw63``; THINGS-MEG's ``meg271``,
+    ``meg-occipital``, ``meg-occipitoparietal``) or an explicit list of THINGS-EEG2 or THINGS-MEG channels."""
     if isinstance(spec, str):
-        return CHANNEL_SETS[check_option("channel set", spec, CHANNEL_SETS)]
+        sets = {**CHANNEL_SETS, **MEG_CHANNEL_SETS}
+        return sets[check_option("channel set", spec, sets)]
     names = tuple(spec)
-    unknown = [c for c in names if c not in RAW_CHANNEL_ORDER]
+    unknown = [c for c in names if c not in RAW_CHANNEL_ORDER and c not in MEG_CHANNELS]
     if unknown:
-        raise ConfigError(f"channels {unknown} are not THINGS-EEG2 channels")
+        raise ConfigError(f"channels {unknown} are not THINGS-EEG2 or THINGS-MEG channels")
     return names
 
 
@@ -500,6 +503,11 @@ def read_preprocessed(path: str | Path, *, check_finite: bool = True) -> EEGArra
     path = Path(path)
     if path.suffix == ".pt":
         return _read_ubp(path, check_finite=check_finite)
+    if path.name in ATM_FILES.values():  # ATM's THINGS-MEG pickles
+        data, ch_names, times = read_atm_meg(path)
+        if check_finite:
+            _check_finite(data, path, "meg_data")
+        return EEGArray(data=data, ch_names=ch_names, times=times, source="atm-meg", path=path)
     obj = load_pickled(path)
     if not isinstance(obj, dict):
         raise DataFormatError(f"{path}: expected a dict with keys {list(PREPROCESSED_KEYS)}, got {type(obj).__name__}.")
@@ -606,11 +614,15 @@ def _read_ubp(path: Path, *, check_finite: bool) -> EEGArray:
     data = obj["eeg"]
     if isinstance(data, torch.Tensor):
         data = data.numpy()
-    ch_names = [str(c) for c in obj.get("ch_names", NICE_CHANNEL_ORDER)]
+    # UBP's THINGS-MEG files hold 'eeg' and 'img' only: 271 sensors at 200 Hz, 0..1 s
+    meg = (
+        "ch_names" not in obj and isinstance(data, np.ndarray) and data.ndim == 4 and data.shape[2] == len(MEG_CHANNELS)
+    )
+    ch_names = [str(c) for c in obj.get("ch_names", MEG_CHANNELS if meg else NICE_CHANNEL_ORDER)]
     times_raw = obj.get("times")
     if times_raw is None:
         n_t = data.shape[-1] if isinstance(data, np.ndarray) else 0
-        times = np.arange(n_t) / 250.0
+        times = np.arange(n_t) / (MEG_SFREQ if meg else 250.0)
     else:
         times = np.asarray(times_raw, dtype=np.float64).reshape(-1)
     _validate_eeg_block(data, path, "eeg", ch_names, times)
@@ -628,7 +640,7 @@ def _read_ubp(path: Path, *, check_finite: bool) -> EEGArray:
         data=data,
         ch_names=ch_names,
         times=_align_times(times, data.shape[3]),
-        source="ubp",
+        source="ubp-meg" if meg else "ubp",
         path=path,
         sessions=sessions,
     )

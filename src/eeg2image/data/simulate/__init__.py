@@ -26,10 +26,10 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ...config import stage_config, to_dict
-from ...io import check_option, write_json
+from ...io import ConfigError, check_option, write_json
 from ..things_eeg2 import PARTITIONS, subject_dirname, write_preprocessed_dict, write_ubp_pt
 from .eeg import (
     RESPONSE_MS,
@@ -89,6 +89,7 @@ class SimulationConfig:
     The defaults are the ``tiny`` preset; the other presets are ``eeg2image/configs/simulation/*.yaml``."""
 
     preset: str = "tiny"
+    modality: Literal["eeg", "meg"] = "eeg"  # meg: a THINGS-MEG in its official layout (``simulate.meg``)
     subjects: list[int] = dataclasses.field(default_factory=lambda: [1])
     n_train_concepts: int = 16
     images_per_concept: int = 4
@@ -116,10 +117,15 @@ class SimulationConfig:
     latency_jitter_ms: float = 8.0
     session_gain_sd: float = 0.03
     write_preprocessed: bool = True  # the authors' preprocessed files, made by our `authors` preset
+    # THINGS-MEG's design (modality meg): each test image shown this often, catch trials' share of the epochs
+    meg_test_repetitions: int = 12
+    meg_catch_fraction: float = 0.08
 
     def __post_init__(self) -> None:
         if self.train_reps_per_session < 2 or self.test_reps_per_session < 20:
             raise ValueError("the real design has >= 2 training and >= 20 test repetitions per session")
+        if self.meg_test_repetitions < 2 or not 0 <= self.meg_catch_fraction < 1:
+            raise ValueError("meg_test_repetitions must be >= 2 and meg_catch_fraction in [0, 1)")
         if self.n_train_concepts < 2 or self.n_test_concepts < 1 or self.images_per_concept < 1:
             raise ValueError("need >= 2 training concepts, >= 1 test concept and >= 1 image per concept")
         total = self.n_train_concepts + self.n_test_concepts
@@ -149,6 +155,22 @@ def simulate_dataset(
     cfg = cfg or SimulationConfig()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    if cfg.modality == "meg":
+        if formats:
+            raise ConfigError(f"simulate: extra formats {list(formats)} are THINGS-EEG2's; a MEG simulation has none")
+        from .meg import simulate_meg_dataset
+
+        simulate_meg_dataset(root, cfg, progress=progress)
+        write_json(
+            root / "simulation.json",
+            {
+                "simulated": True,
+                "modality": "meg",
+                "config": to_dict(cfg),
+                "description": "eeg2image simulated THINGS-MEG; see docs/meg.md",
+            },
+        )
+        return root
     image_set = write_image_set(root, cfg, progress=progress)
     feats = image_features(image_set)
     for subject in cfg.subjects:

@@ -22,6 +22,7 @@ The model is generic (linear-nonlinear feature drive, no decoder's features), so
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESPONSE_MS",
+    "LeadField",
     "SubjectModel",
     "channel_positions",
+    "eeg_lead_field",
     "evoked_templates",
     "simulate_recording",
     "simulate_subject",
@@ -67,6 +70,17 @@ def channel_positions() -> tuple[np.ndarray, np.ndarray]:
     ref = np.asarray(pos["Fz"])
     radius = np.linalg.norm(xyz, axis=1).mean()
     return xyz / radius, ref / radius
+
+
+#: Unit-sphere dipoles (n, 3) positions and (n, 3) orientations -> (n_sensors, n) patterns, each scaled to a
+#: largest absolute value of 1. The sphere's axes: x right, y front, z up.
+LeadField = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def eeg_lead_field() -> LeadField:
+    """The 63 EEG electrodes (easycap-M1 positions) referenced to Fz, in an infinite homogeneous medium."""
+    elec, ref = channel_positions()
+    return lambda src, ori: _dipole_patterns(src, ori, elec, ref)
 
 
 def _dipole_patterns(src: np.ndarray, ori: np.ndarray, elec: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -101,7 +115,7 @@ class SubjectModel:
     """Everything subject-specific: source patterns, waveforms, feature weights, noise sources."""
 
     weights: dict[str, np.ndarray]  # component -> (n_sources, n_features)
-    patterns: np.ndarray  # (63, n_specific_sources), all components stacked
+    patterns: np.ndarray  # (sensors, n_specific_sources), all components stacked (63 EEG channels, or MEG)
     waveforms: np.ndarray  # (n_specific_sources, RESPONSE_MS) at 1 kHz from onset
     vep: np.ndarray  # (63, RESPONSE_MS) stimulus-general response, volts
     bg_patterns: np.ndarray  # (63, n_bg)
@@ -111,9 +125,11 @@ class SubjectModel:
     cfg: SimulationConfig
 
     @classmethod
-    def create(cls, cfg: SimulationConfig, subject: int) -> SubjectModel:
+    def create(cls, cfg: SimulationConfig, subject: int, lead: LeadField | None = None) -> SubjectModel:
+        """The subject's model; ``lead`` maps unit-sphere dipoles (positions, orientations) to sensor patterns
+        (default: the 63 EEG electrodes against Fz; ``simulate.meg`` gives the CTF MEG sensors)."""
         rng = np.random.default_rng([cfg.seed, 101, subject])
-        elec, ref = channel_positions()
+        lead = lead or eeg_lead_field()
         t = np.arange(RESPONSE_MS, dtype=np.float64)
         shift = rng.normal(0, 8)
         weights, patterns, waves = {}, [], []
@@ -121,28 +137,28 @@ class SubjectModel:
         for name, group, n, lat, spread, width, yr, zr in _COMPONENTS:
             weights[name] = rng.normal(size=(n, feature_dims[group])) / math.sqrt(feature_dims[group])
             src, ori = _random_sources(rng, n, yr, zr)
-            patterns.append(_dipole_patterns(src, ori, elec, ref))
+            patterns.append(lead(src, ori))
             for _ in range(n):
                 mu = lat + shift + rng.normal(0, spread)
                 w = width * rng.uniform(0.8, 1.25)
                 wave = np.exp(-0.5 * ((t - mu) / w) ** 2) - 0.45 * np.exp(-0.5 * ((t - mu - 1.6 * w) / (1.3 * w)) ** 2)
                 waves.append(wave)
         src, ori = _random_sources(rng, 2, (-1.0, -0.7), (-0.1, 0.4))
-        vp = _dipole_patterns(src, ori, elec, ref)
+        vp = lead(src, ori)
         p1 = np.exp(-0.5 * ((t - 100 - shift) / 18) ** 2)
         n1 = -np.exp(-0.5 * ((t - 165 - shift) / 25) ** 2) + 0.6 * np.exp(-0.5 * ((t - 260 - shift) / 50) ** 2)
         vep = (vp[:, [0]] * p1 + vp[:, [1]] * n1) * cfg.vep_uv * 1e-6
         bsrc, bori = _random_sources(rng, 40, (-1.0, 1.0), (-0.2, 1.0), depth=(0.45, 0.85))
         asrc, aori = _random_sources(rng, 2, (-1.0, -0.55), (0.0, 0.7))
         blink_src = np.array([[0.0, 1.05, -0.25]])
-        blink = _dipole_patterns(blink_src, np.array([[0.0, 0.3, 1.0]]) / np.linalg.norm([0.0, 0.3, 1.0]), elec, ref)
+        blink = lead(blink_src, np.array([[0.0, 0.3, 1.0]]) / np.linalg.norm([0.0, 0.3, 1.0]))
         return cls(
             weights=weights,
             patterns=np.concatenate(patterns, axis=1),
             waveforms=np.asarray(waves),
             vep=vep,
-            bg_patterns=_dipole_patterns(bsrc, bori, elec, ref),
-            alpha_patterns=_dipole_patterns(asrc, aori, elec, ref),
+            bg_patterns=lead(bsrc, bori),
+            alpha_patterns=lead(asrc, aori),
             alpha_freq=float(np.clip(rng.normal(10.0, 0.7), 8.5, 11.5)),
             blink_pattern=blink[:, 0],
             cfg=cfg,

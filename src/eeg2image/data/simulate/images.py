@@ -330,20 +330,27 @@ def _pixel_features(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def image_features(image_set: ImageSet) -> dict[str, dict[str, np.ndarray]]:
     """Per partition: ``early`` (n, 48), ``mid`` (n, 18), ``semantic`` (n, 31), standardised over all
     images of the set (both partitions), from the JPEG files on disk."""
+    return file_features({p: image_set.files(p) for p in PARTITIONS})
+
+
+def file_features(groups: dict[str, list[Path]], things_layout: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """``image_features`` of any groups of image files, standardised over all of them; each file's concept is its
+    folder's name (``things_layout``: ``Images/<concept>/``) or the name after the folder's 5-digit index."""
     raw: dict[str, dict[str, list[np.ndarray]]] = {}
-    for p in PARTITIONS:
+    for g, files in groups.items():
         rows: dict[str, list[np.ndarray]] = {"early": [], "mid": [], "semantic": []}
-        for path in image_set.files(p):
+        for path in files:
             arr = np.asarray(load_image(path, size=64), dtype=np.float64) / 255.0
             e, m = _pixel_features(arr)
             rows["early"].append(e)
             rows["mid"].append(m)
-            rows["semantic"].append(Concept.parse(concept_name(path.parent.name)).semantic_vector())
-        raw[p] = rows
-    out: dict[str, dict[str, np.ndarray]] = {p: {} for p in PARTITIONS}
+            name = path.parent.name if things_layout else concept_name(path.parent.name)
+            rows["semantic"].append(Concept.parse(name).semantic_vector())
+        raw[g] = rows
+    out: dict[str, dict[str, np.ndarray]] = {g: {} for g in groups}
     for key in ("early", "mid", "semantic"):
-        both = np.concatenate([np.asarray(raw[p][key]) for p in PARTITIONS])
-        mu, sd = both.mean(axis=0), both.std(axis=0) + 1e-6
-        for p in PARTITIONS:
-            out[p][key] = (np.asarray(raw[p][key]) - mu) / sd
+        every = np.concatenate([np.asarray(raw[g][key]) for g in groups])
+        mu, sd = every.mean(axis=0), every.std(axis=0) + 1e-6
+        for g in groups:
+            out[g][key] = (np.asarray(raw[g][key]) - mu) / sd
     return out
