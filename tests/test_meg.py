@@ -16,7 +16,6 @@ from eeg2image.data.things_meg import (
     CATCH_ID,
     MEG_CHANNELS,
     ThingsImages,
-    open_meg_epochs,
     read_meg_epochs,
     write_atm_meg,
     write_meg_epochs,
@@ -136,8 +135,10 @@ def test_retrieval_on_the_simulated_meg_beats_chance_far(tmp_path, capsys):
         ["simulate", ds, "--modality", "meg", "--preset", "small", *sets],
         ["preprocess", ds, out, "--quiet"],
         ["embed", out, out / "store", "--encoder", "sim-features"],
-        ["train", run, "--preset", "demo", "--preprocessed", out, "--store", out / "store", "--dataset", out]
-        + ["--encoder", "linear", "--epochs", "30", "--seeds", "0", "--quiet", "--set", "train.batch_size=64"],
+        [
+            *["train", run, "--preset", "demo", "--preprocessed", out, "--store", out / "store", "--dataset", out],
+            *["--encoder", "linear", "--epochs", "30", "--seeds", "0", "--quiet", "--set", "train.batch_size=64"],
+        ],
         ["evaluate", run],
     ]
     for args in steps:
