@@ -63,6 +63,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:  # ``X | None``: X's own message names what is wrong
+            return _convert(value, others[0], where)
         errors = []
         for arg in args:
             if arg is type(None):
