@@ -120,6 +120,14 @@ def test_the_split_is_the_peers(tiny_meg, tmp_path, capsys):
         assert [os.path.realpath(f) for f in files] == [str(things.file(i).resolve()) for i in events]
         assert np.array_equal(np.load(pre / f"{p}_events.npy"), events)
     assert all(f.parent.name.split("_", 1)[0].isdigit() for f in images.files("test"))
+    # UBP's own copy of the images (Image_set/, test folders numbered by THINGS concept): the same image list
+    import shutil
+
+    shutil.copytree(tmp_path / "out" / "image_set", tmp_path / "ubp" / "Image_set", symlinks=True)
+    ubp = ImageSet.discover(tmp_path / "ubp")
+    assert [f.name for f in ubp.files("test")] == [f.name for f in images.files("test")]
+    numbers = [int(f.parent.name[:5]) for f in ubp.files("test")]
+    assert numbers == sorted(numbers) and numbers != list(range(numbers[0], numbers[0] + len(numbers)))
     # a second participant's split shares the image set; a config change is a new split
     code, out, err = run_cli(capsys, "info", tmp_path / "out")
     assert code == 0 and "training (12, 1, 271, 201)" in out, out
@@ -198,3 +206,19 @@ def test_meg_channel_sets_are_named_by_the_sensor_groups():
     occ, op = resolve_channels("meg-occipital"), resolve_channels("meg-occipitoparietal")
     assert len(resolve_channels("meg271")) == 271 and len(occ) == 39 and len(op) == 84
     assert all(c[2] == "O" for c in occ) and set(occ) < set(op) and "MRO11-1609" not in resolve_channels("meg271")
+
+
+def test_info_describes_the_peers_meg_files(tmp_path, capsys):
+    """UBP's ``Preprocessed_data/sub-XX/{train,test}.pt`` and ATM's ``sub-XX/preprocessed_meg_*.pkl``, opened by
+    ``info --deep`` through the readers."""
+    rng = np.random.default_rng(2)
+    train, test = rng.normal(size=(24, 1, 271, 201)), rng.normal(size=(3, 12, 271, 201))
+    ubp = tmp_path / "ubp" / "Preprocessed_data" / "sub-01"
+    write_ubp_meg_pt(ubp / "train.pt", train, ["training_images/00001_a/a_01b.jpg"] * 24)
+    write_ubp_meg_pt(ubp / "test.pt", test, ["test_images/00002_b/b_01b.jpg"] * 3)
+    times = np.arange(201) / 200.0
+    write_atm_meg(tmp_path / "atm" / "sub-01" / "preprocessed_meg_training.pkl", train, MEG_CHANNELS, times)
+    write_atm_meg(tmp_path / "atm" / "sub-01" / "preprocessed_meg_zs_test.pkl", test, MEG_CHANNELS, times)
+    for folder, source in (("ubp", "ubp-meg"), ("atm", "atm-meg")):
+        code, out, _ = run_cli(capsys, "info", tmp_path / folder, "--deep")
+        assert f"{source} format, (24, 1, 271, 201)" in out and f"{source} format, (3, 12, 271, 201)" in out, out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,7 +19,7 @@ from .things_eeg2 import (
     read_preprocessed,
     read_raw_file,
 )
-from .things_meg import is_meg_root
+from .things_meg import ATM_FILES, is_meg_root
 
 Status = Literal["ok", "missing", "error", "note"]
 
@@ -118,16 +119,24 @@ def inspect_dataset(root: str | Path, deep: bool = False) -> list[Finding]:
                 out.append(Finding("raw", sub.name, "ok", f"4 sessions x 2 files, {sum(sizes) / 2**30:.2f} GB"))
 
     # preprocessed files of the known layouts, and ours
-    for folder_name in ("preprocessed_data", "Preprocessed_data_250Hz", "Preprocessed_data_250Hz_whiten"):
+    layouts = ("preprocessed_data", "Preprocessed_data", "Preprocessed_data_250Hz", "Preprocessed_data_250Hz_whiten")
+    # UBP's THINGS-MEG files are Preprocessed_data/sub-XX/{train,test}.pt; ATM's MEG pickles sub-XX/*.pkl anywhere
+    atm_meg = [root] if any(root.glob(f"sub-*/{ATM_FILES['training']}")) else []
+    seen: list[Path] = []
+    for folder_name in layouts + tuple("." for _ in atm_meg):
         folder = root / folder_name
-        if not folder.is_dir():
+        if not folder.is_dir() or any(os.path.samefile(folder, s) for s in seen):  # one folder on a case-blind disk
             continue
+        seen.append(folder)
         for sub in _subjects(folder):
             for p in PARTITIONS:
                 cands = [sub / f"preprocessed_eeg_{p}.npy", sub / ("train.pt" if p == "training" else "test.pt")]
+                cands.append(sub / ATM_FILES[p])
                 f = next((c for c in cands if c.is_file()), None)
                 item = f"{folder_name}/{sub.name}/{p}"
                 if f is None:
+                    if folder_name == ".":
+                        continue
                     out.append(Finding("preprocessed", item, "missing", f"no {cands[0].name} or {cands[1].name}"))
                 elif deep:
                     try:
