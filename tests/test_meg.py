@@ -221,4 +221,5 @@ def test_info_describes_the_peers_meg_files(tmp_path, capsys):
     write_atm_meg(tmp_path / "atm" / "sub-01" / "preprocessed_meg_zs_test.pkl", test, MEG_CHANNELS, times)
     for folder, source in (("ubp", "ubp-meg"), ("atm", "atm-meg")):
         code, out, _ = run_cli(capsys, "info", tmp_path / folder, "--deep")
+        assert code == 0, out
         assert f"{source} format, (24, 1, 271, 201)" in out and f"{source} format, (3, 12, 271, 201)" in out, out
