@@ -100,7 +100,19 @@ def test_presets_are_yaml_files_listed_with_their_descriptions():
     expected = {
         "simulation": ["demo", "full", "small", "tiny"],
         "preprocess": ["authors", "nice", "ubp"],
-        "run": ["atms", "cogcap", "demo", "neuralbench", "nice", "reference", "samga", "shallow", "ubp", "ubp-meg", "ved-meg"],
+        "run": [
+            "atms",
+            "cogcap",
+            "demo",
+            "neuralbench",
+            "nice",
+            "reference",
+            "samga",
+            "shallow",
+            "ubp",
+            "ubp-meg",
+            "ved-meg",
+        ],
     }
     listed = list_presets()
     assert {st: [n for s, n, _ in listed if s == st] for st in expected} == expected
