@@ -134,3 +134,16 @@ def tiny_meg(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("meg") / "things-meg"
     simulate_dataset(root, simulation_config("tiny", **TINY_MEG), progress=False)
     return root
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face hub cache of this test's own, offline (``hfcache.fake_hf_cache`` fills it)."""
+    import huggingface_hub.constants as hc
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache

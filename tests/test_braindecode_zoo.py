@@ -98,29 +98,23 @@ def test_braindecode_options_are_its_own_and_a_misspelt_one_is_named():
         build_eeg_encoder("braindecode:EEGConformr", out_dim=8, **SHAPE)
 
 
-def test_pretrained_weights_from_the_cache_fine_tuned_or_frozen_and_probed(tmp_path, monkeypatch):
+def test_pretrained_weights_from_the_cache_fine_tuned_or_frozen_and_probed(tmp_path, hub):
     """``pretrained``: a braindecode model saved as braindecode saves it (``save_pretrained``: config.json +
     model.safetensors) and found in the Hugging Face cache. Every tensor but the output layer (rebuilt for out_dim)
     comes from the file; ``freeze`` trains that layer alone; another montage is refused by name; absent weights are
     named with their download command."""
-    import huggingface_hub.constants as hc
     from braindecode.models import ShallowFBCSPNet
     from hfcache import fake_hf_cache
 
     from eeg2image.features.weights import MissingWeightsError
     from eeg2image.io import DataFormatError
 
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     torch.manual_seed(3)
     shape = {"n_chans": 8, "n_times": 120, "sfreq": 100.0}
     pre = ShallowFBCSPNet(**shape, n_outputs=4, final_conv_length="auto")
     folder = tmp_path / "saved"
     pre.save_pretrained(folder)
-    fake_hf_cache(cache, "lab/shallow-pretrained", {f.name: f.read_bytes() for f in folder.iterdir()})
+    fake_hf_cache(hub, "lab/shallow-pretrained", {f.name: f.read_bytes() for f in folder.iterdir()})
     want = pre.state_dict()
 
     name = "braindecode:ShallowFBCSPNet"

@@ -99,18 +99,6 @@ def test_layer_options_are_checked_by_name(tmp_path):
         build_image_encoder(f"openclip-config:{cfg}:tokens=cls", device="cpu")
 
 
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    import huggingface_hub.constants as hc
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 @pytest.mark.parametrize("name,layer", [("vit_tiny_patch16_224.augreg_in21k_ft_in1k", 7), ("resnet10t.c3_in1k", 3)])
 def test_timm_layers_equal_timms_own_forward_intermediates(hub, photos, name, layer):
     """A real timm architecture with random weights, found in the Hugging Face cache as timm/NAME: the layer equals

@@ -96,7 +96,7 @@ def preprocess(
     if is_meg_root(root):
         from .data.preprocess_meg import meg_split_config, split_subject
 
-        mcfg = meg_split_config(None, config, **parse_sets(set_))
+        mcfg = meg_split_config(config, **parse_sets(set_))
         for s in _ints(subjects) or [1]:
             t0 = time.perf_counter()
             folder = split_subject(root, out, s, mcfg, things=things, progress=not quiet)

@@ -173,10 +173,10 @@ def inspect_dataset(root: str | Path, deep: bool = False) -> list[Finding]:
 def _inspect_meg(root: Path, deep: bool) -> list[Finding]:
     """A THINGS-MEG root: each participant's official epochs (``deep``: opened and checked, their design counted)
     and THINGS' metadata and images."""
-    from .things_meg import CATCH_ID, ThingsImages, _epochs_folders, open_meg_epochs
+    from .things_meg import CATCH_ID, ThingsImages, epochs_folders, open_meg_epochs
 
     out = [Finding("dataset", "THINGS-MEG", "note", "official epochs (OpenNeuro ds004212 derivatives)")]
-    for folder in _epochs_folders(root):
+    for folder in epochs_folders(root):
         for f in sorted(folder.glob("preprocessed_P*-epo.fif")):
             item = f"{f.parent.relative_to(root)}/{f.name}"
             if not deep:

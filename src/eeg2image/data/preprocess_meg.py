@@ -87,9 +87,8 @@ class MEGSplitConfig:
         return list(self.channels)
 
 
-def meg_split_config(
-    preset: str | None = None, yaml_path: str | Path | None = None, **overrides: Any
-) -> MEGSplitConfig:
+def meg_split_config(yaml_path: str | Path | None = None, **overrides: Any) -> MEGSplitConfig:
+    """The split's config: the peers' values, then a YAML file, then ``--set``-style overrides."""
     return stage_config(MEGSplitConfig, "preprocess", None, yaml_path, overrides)
 
 
@@ -154,6 +153,7 @@ def _link_images(out: Path, plan: _Plan, things: ThingsImages, mode: str) -> dic
     missing = [str(f) for f in want.values() if not f.is_file()][:3]
     if missing:
         raise DataFormatError(f"{things.root}: images named by image_paths.csv are missing: {missing}")
+    counts = {p: sum(1 for k in want if k.startswith(f"{p}_")) for p in PARTITIONS}
     final = out / IMAGE_SET
     if final.is_dir():
         have = {p.relative_to(final).as_posix() for p in final.rglob("*") if p.is_file() or p.is_symlink()}
@@ -162,7 +162,7 @@ def _link_images(out: Path, plan: _Plan, things: ThingsImages, mode: str) -> dic
                 f"{final}: an image set of other images (another participant's split with other test images, or "
                 "another THINGS); split into a new folder"
             )
-        return {p: sum(1 for k in want if k.startswith(f"{p}_")) for p in PARTITIONS}
+        return counts
     with atomic_dir(final) as tmp:
         for rel, src in want.items():
             dst = tmp / rel
@@ -171,7 +171,7 @@ def _link_images(out: Path, plan: _Plan, things: ThingsImages, mode: str) -> dic
                 os.symlink(src.resolve(), dst)
             else:
                 shutil.copy2(src, dst)
-    return {p: sum(1 for k in want if k.startswith(f"{p}_")) for p in PARTITIONS}
+    return counts
 
 
 def split_subject(

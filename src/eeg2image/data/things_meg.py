@@ -85,10 +85,11 @@ def participant_file(subject: int) -> str:
 
 def is_meg_root(root: str | Path) -> bool:
     """Whether ``root`` holds THINGS-MEG's official epochs (as ``derivatives/preprocessed/*-epo.fif``)."""
-    return any(_epochs_folders(Path(root)))
+    return any(epochs_folders(Path(root)))
 
 
-def _epochs_folders(root: Path) -> list[Path]:
+def epochs_folders(root: Path) -> list[Path]:
+    """The folders under ``root`` holding official epochs files (``root`` itself or a ``ds004212*`` download)."""
     cands = [root / EPOCHS_FOLDER, *sorted(p / EPOCHS_FOLDER for p in root.glob("ds004212*"))]
     return [c for c in cands if c.is_dir() and any(c.glob("preprocessed_P*-epo.fif"))]
 
@@ -96,7 +97,7 @@ def _epochs_folders(root: Path) -> list[Path]:
 def find_epochs_file(root: str | Path, subject: int) -> Path:
     """``preprocessed_P{subject}-epo.fif`` under ``root`` (the ds004212 folder, or the folder holding it)."""
     root = Path(root)
-    for folder in _epochs_folders(root):
+    for folder in epochs_folders(root):
         if (folder / participant_file(subject)).is_file():
             return folder / participant_file(subject)
     raise MissingDataError(
