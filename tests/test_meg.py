@@ -155,6 +155,15 @@ def test_retrieval_on_the_simulated_meg_beats_chance_far(tmp_path, capsys):
     a = json.loads((run / "metrics.json").read_text())["final"]["sub-01"]["aggregate"]
     # 20 test images: chance 5 % top-1, 25 % top-5; measured 0.65 / 0.95 (seed 0)
     assert a["top1"]["mean"] >= 0.3 and a["top5"]["mean"] >= 0.6, a
+    # the shuffled control: the same run with the training MEG dealt to shuffled images
+    code, _, err = run_cli(
+        capsys, *steps[3][:1], tmp_path / "shuffled", *steps[3][2:], "--set", "data.shuffle_pairs=true"
+    )
+    assert code == 0, err
+    assert run_cli(capsys, "evaluate", tmp_path / "shuffled")[0] == 0
+    s = json.loads((tmp_path / "shuffled" / "metrics.json").read_text())["final"]["sub-01"]["aggregate"]
+    # measured 0.10 / 0.30 (chance 0.05 / 0.25)
+    assert s["top1"]["mean"] <= 0.15 and s["top1"]["mean"] < a["top1"]["mean"] - 0.2, (s, a)
     # the reconstruction side, unchanged: an image expert, its aligner (ridge on the targets), the nearest-image
     # generator, scored against the shuffled control
     experts = "train.experts={modalities: {image: [original]}, expert: ved, mask_count: 0}"
